@@ -1,0 +1,40 @@
+"""Internal errors: counted, logged once per place, never raised into the application."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+log = logging.getLogger("poolscope")
+
+_lock = threading.Lock()
+_seen: set[str] = set()
+_count = 0
+#: Called with (where, message) for each error, so the runtime can stream an event.
+listeners: list[Callable[[str, str], None]] = []
+
+
+def count() -> int:
+    return _count
+
+
+def report(where: str, exc: BaseException) -> None:
+    """Count an internal error and log it the first time it happens at ``where``.
+
+    Logs the type and message only: a traceback could carry values from the
+    application's frames into a log.
+    """
+    global _count
+    try:
+        with _lock:
+            _count += 1
+            first = where not in _seen
+            _seen.add(where)
+        message = f"{type(exc).__name__}: {exc}"[:300]
+        if first:
+            log.warning("poolscope internal error in %s (further ones counted): %s", where, message)
+        for fn in list(listeners):
+            fn(where, message)
+    except Exception:
+        pass

@@ -1,0 +1,136 @@
+"""The Recorder and the per-pool handle adapters call on the hot path.
+
+Hot path (``acquired``/``released``): one clock read and one append of a tuple to
+a bounded deque. Everything else - naming the task, resolving the acquire site,
+building dicts, folding, JSON, sockets - happens on the background thread.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from . import errors, sites
+
+#: Events held for the background thread before the oldest are dropped.
+DEFAULT_CAPACITY = 200_000
+
+Gauges = Callable[[], "dict[str, Any] | None"]
+
+
+class Recorder:
+    """A bounded buffer of raw events between the application and the background thread."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        self.capacity = capacity
+        self.buffer: deque[Any] = deque(maxlen=capacity)
+        # Items lost to a full buffer. Incremented only when full, so the
+        # unsynchronised += costs nothing in the common case.
+        self.dropped = 0
+
+    def append(self, item: Any) -> None:
+        buf = self.buffer
+        if len(buf) >= self.capacity:
+            self.dropped += 1
+        buf.append(item)
+
+    def drain(self, limit: int = 1 << 30) -> list[Any]:
+        """Take buffered items, oldest first (background thread only)."""
+        out: list[Any] = []
+        pop = self.buffer.popleft
+        try:
+            while limit > 0:
+                out.append(pop())
+                limit -= 1
+        except IndexError:
+            pass
+        return out
+
+    def take_dropped(self) -> int:
+        n = self.dropped
+        self.dropped -= n
+        return n
+
+
+class PoolHandle:
+    """What an adapter holds for one instrumented pool.
+
+    ``acquired``/``released`` are the hot path. ``event`` is for everything rarer
+    (connects, closes, heartbeats, ...). ``gauges`` is polled by the background
+    thread for ``state`` events; it reads the pool's own API.
+    """
+
+    def __init__(
+        self,
+        recorder: Recorder,
+        name: str,
+        kind: str,
+        *,
+        leak_threshold: float | None,
+        heartbeat: float | None = None,
+        target: str = "",
+        config: dict[str, Any] | None = None,
+        gauges: Gauges | None = None,
+        site_depth: int | None = None,
+    ) -> None:
+        self.recorder = recorder
+        self.name = name
+        self.kind = kind
+        self.leak_threshold = leak_threshold
+        self.heartbeat = heartbeat
+        self.target = target
+        self.config = dict(config or {})
+        self.gauges = gauges
+        # With leak detection on, keep enough frames for a useful traceback;
+        # off, only the acquiring line (for the holders view).
+        self.site_depth = site_depth if site_depth is not None else (8 if leak_threshold else 1)
+        self.closed = False
+        #: Called by the runtime with the holder's task or thread when a leak is
+        #: reported, to read its current stack; adapters may leave it alone.
+        self.extra: dict[str, Any] = {}
+        buf = recorder.buffer
+        cap = recorder.capacity
+        append = buf.append
+        clock = time.perf_counter
+        rec = recorder
+        pool_name = name
+
+        # Closures keep the hot path free of attribute lookups.
+        def acquired(conn: Any, wait: float, site: Any, holder: Any) -> None:
+            if len(buf) >= cap:
+                rec.dropped += 1
+            append(("acquire", clock(), pool_name, conn, wait, site, holder))
+
+        def released(conn: Any, hold: float | None = None) -> None:
+            if len(buf) >= cap:
+                rec.dropped += 1
+            append(("release", clock(), pool_name, conn, hold))
+
+        self.acquired = acquired
+        self.released = released
+
+    def capture_site(self, skip: int = 2) -> Any:
+        """The acquire site of the caller's caller (cheap references, formatted later)."""
+        try:
+            return sites.capture(self.site_depth, skip + 1)
+        except Exception as exc:
+            errors.report("site capture", exc)
+            return None
+
+    def event(self, etype: str, **fields: Any) -> None:
+        """Record a non-hot event (wall-clock time, dict form)."""
+        try:
+            fields["type"] = etype
+            fields["t"] = time.time()
+            fields["pool"] = self.name
+            self.recorder.append(fields)
+        except Exception as exc:
+            errors.report("event", exc)
+
+    def describe(self) -> dict[str, Any]:
+        """The ``pool`` event for this pool."""
+        config = {"leak_threshold": self.leak_threshold, "heartbeat": self.heartbeat}
+        config.update(self.config)
+        return {"pool": self.name, "kind": self.kind, "config": config, "target": self.target}

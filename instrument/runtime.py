@@ -1,0 +1,426 @@
+"""The background thread: drain the Recorder, fold, detect leaks, poll gauges, stream.
+
+One daemon thread runs an asyncio loop that owns everything after the hot path.
+Nothing here may raise into the application: every step is guarded and a
+failure is counted by :mod:`errors`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import logging
+import os
+import sys
+import threading
+import time
+import weakref
+from dataclasses import dataclass
+from typing import Any
+
+import poolscope
+from poolscope.endpoint import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_endpoint
+from poolscope.events import PROTOCOL_VERSION, Event, encode
+from poolscope.model import PoolState
+
+from . import discovery, errors, sites
+from .recorder import PoolHandle, Recorder
+from .server import StreamServer
+
+log = logging.getLogger("poolscope")
+
+DRAIN_INTERVAL = 0.02
+STATE_INTERVAL = 1.0
+LEAK_CHECK_INTERVAL = 0.25
+MAX_SITES = 10_000
+
+
+@dataclass
+class _Hold:
+    t: float  # perf_counter at acquire
+    site: int | None
+    raw_site: Any
+    task: str
+    holder: Any  # weakref to the task, or a thread ident
+    reported: bool = False
+
+
+def _holder_name(holder: Any) -> tuple[str, Any]:
+    if holder is None:
+        return "", None
+    if isinstance(holder, int):
+        th = threading._active.get(holder)  # type: ignore[attr-defined]
+        return (th.name if th is not None else f"thread-{holder}"), holder
+    get_name = getattr(holder, "get_name", None)
+    if get_name is not None:
+        try:
+            return str(get_name()), weakref.ref(holder)
+        except TypeError:
+            return str(get_name()), None
+    return str(holder), None
+
+
+def _current_stack(holder: Any) -> list[dict[str, Any]]:
+    """The holder's stack right now (innermost first), application frames only."""
+    try:
+        if isinstance(holder, int):
+            frame = sys._current_frames().get(holder)
+            frames: list[Any] = []
+            while frame is not None and len(frames) < 50:
+                frames.append(frame)
+                frame = frame.f_back
+            return sites.format_frames(frames)
+        task = holder() if isinstance(holder, weakref.ref) else None
+        if task is not None and not task.done():
+            frames = list(reversed(task.get_stack(limit=50)))
+            return sites.format_frames(frames)
+    except Exception as exc:
+        errors.report("current stack", exc)
+    return []
+
+
+class Runtime:
+    """The process-wide poolscope runtime (one per process; see :func:`get_runtime`)."""
+
+    def __init__(self) -> None:
+        self.recorder = Recorder()
+        self.handles: dict[str, PoolHandle] = {}
+        self.model = PoolState()
+        self.server: StreamServer | None = None
+        self.endpoint: Endpoint | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.thread: threading.Thread | None = None
+        self.state_interval = STATE_INTERVAL
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._offset = time.time() - time.perf_counter()
+        self._holds: dict[tuple[str, Any], _Hold] = {}
+        self._site_ids: dict[Any, int] = {}
+        self._pending: list[Event] = []
+        self._stopping = False
+        self._listen_token: str | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+        errors.listeners.append(self._on_internal_error)
+        self._process = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        self.model.apply(self._hello())
+
+    # -- lifecycle ---------------------------------------------------------------
+    def ensure_thread(self) -> None:
+        with self._lock:
+            if self.thread is not None:
+                return
+            self.thread = threading.Thread(target=self._run_thread, name="poolscope", daemon=True)
+            self.thread.start()
+        self._ready.wait(5.0)
+        atexit.register(self.shutdown)
+
+    def _run_thread(self) -> None:
+        loop = asyncio.new_event_loop()
+        self.loop = loop
+        asyncio.set_event_loop(loop)
+        self._tasks = [
+            loop.create_task(self._drain_loop()),
+            loop.create_task(self._state_loop()),
+            loop.create_task(self._leak_loop()),
+        ]
+        loop.call_soon(self._ready.set)
+        try:
+            loop.run_forever()
+        except Exception as exc:
+            errors.report("runtime loop", exc)
+
+    def call(self, coro: Any, timeout: float = 5.0) -> Any:
+        """Run a coroutine on the runtime's loop from another thread and wait for it."""
+        self.ensure_thread()
+        assert self.loop is not None
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        return fut.result(timeout)
+
+    def serve(
+        self,
+        listen: str | Endpoint | None = None,
+        *,
+        allow_remote: bool = False,
+        token: str | None = None,
+    ) -> Endpoint:
+        """Start the stream server (idempotent); returns where it listens."""
+        if self.server is not None and self.endpoint is not None:
+            return self.endpoint
+        if listen is None:
+            listen = os.environ.get("POOLSCOPE_LISTEN") or f"{DEFAULT_HOST}:{DEFAULT_PORT}"
+        ep = listen if isinstance(listen, Endpoint) else parse_endpoint(listen)
+        token = token or os.environ.get("POOLSCOPE_TOKEN") or None
+        if not ep.is_loopback and not (allow_remote and token):
+            raise ValueError(
+                f"poolscope: refusing to listen on non-loopback {ep}; "
+                "pass allow_remote=True and a token to opt in"
+            )
+        self._listen_token = token
+        server = StreamServer(self._greeting, token=token)
+        self.endpoint = self.call(server.start(ep))
+        self.server = server
+        if self.endpoint != ep:
+            log.warning("poolscope: streaming on %s", self.endpoint)
+        else:
+            log.info("poolscope: streaming on %s", self.endpoint)
+        self._write_discovery()
+        return self.endpoint
+
+    def _write_discovery(self) -> None:
+        if self.endpoint is None:
+            return
+        try:
+            discovery.write_entry(str(self.endpoint), sorted(self.handles))
+        except OSError as exc:
+            errors.report("discovery", exc)
+
+    def register(self, handle: PoolHandle) -> PoolHandle:
+        """Add a pool; its name is made unique in this process."""
+        with self._lock:
+            base = handle.name
+            n = 2
+            while handle.name in self.handles:
+                handle.name = f"{base}-{n}"
+                n += 1
+            self.handles[handle.name] = handle
+        if handle.name != base:
+            # The hot-path closures captured the old name: rebuild them.
+            handle.__init__(  # type: ignore[misc]
+                handle.recorder,
+                handle.name,
+                handle.kind,
+                leak_threshold=handle.leak_threshold,
+                heartbeat=handle.heartbeat,
+                target=handle.target,
+                config=handle.config,
+                gauges=handle.gauges,
+                site_depth=handle.site_depth,
+            )
+        self.recorder.append({"type": "pool", "t": time.time(), **handle.describe()})
+        self.ensure_thread()
+        self._write_discovery()
+        return handle
+
+    def unregister(self, handle: PoolHandle) -> None:
+        with self._lock:
+            self.handles.pop(handle.name, None)
+        handle.closed = True
+
+    def shutdown(self, timeout: float = 1.0) -> None:
+        """Flush the last events to observers and stop (registered with atexit)."""
+        if self._stopping or self.loop is None:
+            return
+        self._stopping = True
+        try:
+            asyncio.run_coroutine_threadsafe(self._final(timeout), self.loop).result(timeout + 1)
+        except Exception as exc:
+            errors.report("shutdown", exc)
+        discovery.remove_entry()
+
+    async def _final(self, timeout: float) -> None:
+        self._poll_state()
+        self._drain()
+        self._emit([{"type": "bye", "t": time.time()}])
+        if self.server is not None:
+            await self.server.flush(timeout)
+            await self.server.close()
+
+    # -- protocol ----------------------------------------------------------------
+    def _hello(self) -> Event:
+        return {
+            "type": "hello",
+            "t": time.time(),
+            "protocol": PROTOCOL_VERSION,
+            "pid": os.getpid(),
+            "process": self._process,
+            "argv": sys.argv[:8],
+            "version": poolscope.__version__,
+            "python": sys.version.split()[0],
+        }
+
+    def _greeting(self) -> list[bytes]:
+        now = time.time()
+        lines = [
+            encode(self._hello()),
+            encode({"type": "sync", "t": now, "state": self.model.to_dict()}),
+        ]
+        # Each pool's configuration again as a live event, so a recording that
+        # starts late still describes its pools line by line.
+        for handle in list(self.handles.values()):
+            lines.append(encode({"type": "pool", "t": now, **handle.describe()}))
+        return lines
+
+    # -- the background work -----------------------------------------------------
+    async def _drain_loop(self) -> None:
+        while True:
+            try:
+                self._drain()
+            except Exception as exc:
+                errors.report("drain", exc)
+            await asyncio.sleep(DRAIN_INTERVAL)
+
+    async def _state_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.state_interval)
+            try:
+                self._poll_state()
+            except Exception as exc:
+                errors.report("state poll", exc)
+
+    async def _leak_loop(self) -> None:
+        while True:
+            await asyncio.sleep(LEAK_CHECK_INTERVAL)
+            try:
+                self._check_leaks()
+            except Exception as exc:
+                errors.report("leak check", exc)
+
+    def _poll_state(self) -> None:
+        now = time.time()
+        for handle in list(self.handles.values()):
+            if handle.gauges is None or handle.closed:
+                continue
+            try:
+                g = handle.gauges()
+            except Exception as exc:
+                errors.report(f"gauges of {handle.kind}", exc)
+                continue
+            if g is not None:
+                self.recorder.append({"type": "state", "t": now, "pool": handle.name, **g})
+
+    def _on_internal_error(self, where: str, message: str) -> None:
+        self.recorder.append({"type": "error", "t": time.time(), "where": where, "error": message})
+
+    def _site_id(self, raw: Any) -> int | None:
+        if not raw:
+            return None
+        sid = self._site_ids.get(raw)
+        if sid is None:
+            if len(self._site_ids) >= MAX_SITES:
+                return None
+            sid = self._site_ids[raw] = len(self._site_ids) + 1
+            self._pending.append(
+                {"type": "site", "t": time.time(), "id": sid, "stack": sites.format_site(raw)}
+            )
+        return sid
+
+    def _normalise(self, item: Any) -> Event | None:
+        if type(item) is not tuple:
+            return item if isinstance(item, dict) else None
+        kind = item[0]
+        t = item[1] + self._offset
+        if kind == "acquire":
+            _, mono, pool, conn, wait, raw_site, holder = item
+            site = self._site_id(raw_site)
+            task, ref = _holder_name(holder)
+            self._holds[(pool, str(conn))] = _Hold(mono, site, raw_site, task, ref)
+            return {
+                "type": "acquire",
+                "t": t,
+                "pool": pool,
+                "conn": str(conn),
+                "wait": wait,
+                "site": site,
+                "task": task,
+            }
+        if kind == "release":
+            _, mono, pool, conn, hold = item
+            h = self._holds.pop((pool, str(conn)), None)
+            if hold is None:
+                hold = mono - h.t if h is not None else 0.0
+            ev: Event = {"type": "release", "t": t, "pool": pool, "conn": str(conn), "hold": hold}
+            if h is not None and h.reported:
+                self._pending.append(ev)
+                return {
+                    "type": "unleak",
+                    "t": t,
+                    "pool": pool,
+                    "conn": str(conn),
+                    "held": hold,
+                    "stack": sites.format_site(h.raw_site),
+                    "task": h.task,
+                    "site": h.site,
+                }
+            return ev
+        return None
+
+    def _drain(self) -> None:
+        self._offset = time.time() - time.perf_counter()
+        items = self.recorder.drain()
+        dropped = self.recorder.take_dropped()
+        out: list[Event] = []
+        if dropped:
+            out.append({"type": "dropped", "t": time.time(), "count": dropped, "where": "recorder"})
+        for item in items:
+            try:
+                ev = self._normalise(item)
+            except Exception as exc:
+                errors.report("normalise", exc)
+                continue
+            if self._pending:
+                out.extend(self._pending)
+                self._pending.clear()
+            if ev is not None:
+                out.append(ev)
+            if ev is not None and ev.get("type") == "close":
+                # A connection closed while held (lost, reclaimed, collected) is no
+                # longer a holder; the model resolves any leak reported for it.
+                self._holds.pop((str(ev.get("pool")), str(ev.get("conn"))), None)
+        if self._pending:
+            out.extend(self._pending)
+            self._pending.clear()
+        if out:
+            self._emit(out)
+
+    def _emit(self, events: list[Event]) -> None:
+        apply = self.model.apply
+        lines: list[bytes] = []
+        server = self.server
+        for ev in events:
+            apply(ev)
+            if server is not None and server.observers:
+                try:
+                    lines.append(encode(ev))
+                except Exception as exc:
+                    errors.report("encode", exc)
+        if lines and server is not None:
+            server.broadcast(lines)
+
+    def _check_leaks(self) -> None:
+        now = time.perf_counter()
+        out: list[Event] = []
+        for (pool, conn), h in list(self._holds.items()):
+            if h.reported:
+                continue
+            handle = self.handles.get(pool)
+            threshold = handle.leak_threshold if handle is not None else None
+            if not threshold or now - h.t < threshold:
+                continue
+            h.reported = True
+            out.append(
+                {
+                    "type": "leak",
+                    "t": time.time(),
+                    "pool": pool,
+                    "conn": str(conn),
+                    "held": now - h.t,
+                    "stack": sites.format_site(h.raw_site),
+                    "current": _current_stack(h.holder),
+                    "task": h.task,
+                    "site": h.site,
+                }
+            )
+        if out:
+            self._emit(out)
+
+
+_runtime: Runtime | None = None
+_runtime_lock = threading.Lock()
+
+
+def get_runtime() -> Runtime:
+    global _runtime
+    with _runtime_lock:
+        if _runtime is None:
+            _runtime = Runtime()
+        return _runtime

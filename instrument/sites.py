@@ -1,0 +1,157 @@
+"""Acquire-site capture: cheap at acquire time, formatted only when needed.
+
+At acquire time we keep a flat tuple ``(code, lasti, code, lasti, ...)`` of the
+application's frames (the first frame outside poolscope and the pool libraries,
+and its callers). Turning that into file, line, function and source text happens
+on the background thread, once per distinct site.
+"""
+
+from __future__ import annotations
+
+import linecache
+import os
+import sys
+import sysconfig
+from types import CodeType, FrameType
+from typing import Any
+
+# Frames from these directories are the pool's machinery, not the application's.
+_INTERNAL_DIRS: list[str] = []
+
+
+def _module_dir(name: str) -> str | None:
+    mod = sys.modules.get(name)
+    file = getattr(mod, "__file__", None)
+    return os.path.dirname(os.path.abspath(file)) + os.sep if file else None
+
+
+def _init_internal_dirs() -> None:
+    here = os.path.dirname(os.path.abspath(__file__))
+    _INTERNAL_DIRS.append(here + os.sep)
+    pkg = os.path.dirname(os.path.realpath(os.path.join(here, "..", "poolscope", "__init__.py")))
+    _INTERNAL_DIRS.append(pkg + os.sep)
+    stdlib = sysconfig.get_paths().get("stdlib")
+    if stdlib:
+        for sub in ("asyncio", "contextlib.py", "threading.py", "concurrent"):
+            _INTERNAL_DIRS.append(os.path.join(stdlib, sub))
+
+
+_init_internal_dirs()
+
+# Libraries whose frames are skipped once they are imported; checked lazily because
+# they may be imported after poolscope.
+_LIBRARIES = ("asyncpg", "sqlalchemy", "psycopg", "psycopg_pool", "poolscope")
+_internal_cache: dict[CodeType, bool] = {}
+_APP_MARK = os.sep + os.path.join("poolscope", "demo") + os.sep
+
+
+def add_internal_dir(path: str) -> None:
+    """Treat frames from ``path`` as pool machinery (for extra adapters and tests)."""
+    _INTERNAL_DIRS.append(os.path.abspath(path))
+    _internal_cache.clear()
+
+
+def _is_internal(code: CodeType) -> bool:
+    filename = code.co_filename
+    for lib in _LIBRARIES:
+        d = _module_dir(lib)
+        if d is not None and d not in _INTERNAL_DIRS:
+            _INTERNAL_DIRS.append(d)
+    if filename.startswith("<frozen "):
+        return True
+    if _APP_MARK in filename:
+        # The demo's workload is the demo application, not poolscope machinery.
+        return False
+    try:
+        real = os.path.realpath(filename)
+    except (OSError, ValueError):
+        real = filename
+    return any(real.startswith(d) or filename.startswith(d) for d in _INTERNAL_DIRS)
+
+
+def capture(depth: int = 1, skip: int = 2) -> tuple[Any, ...]:
+    """The application's frames above the caller, as ``(code, lasti, ...)``.
+
+    ``skip`` frames are dropped first (this function and its caller); pool
+    machinery frames after that are skipped; then up to ``depth`` frames are kept.
+    Cost: a few attribute reads per frame and a dict lookup per code object.
+    """
+    try:
+        f: FrameType | None = sys._getframe(skip)
+    except ValueError:
+        return ()
+    cache = _internal_cache
+    while f is not None:
+        code = f.f_code
+        internal = cache.get(code)
+        if internal is None:
+            internal = cache[code] = _is_internal(code)
+        if not internal:
+            break
+        f = f.f_back
+    if f is None:
+        return ()
+    if depth == 1:
+        return (f.f_code, f.f_lasti)
+    out: list[Any] = []
+    while f is not None and depth > 0:
+        code = f.f_code
+        out.append(code)
+        out.append(f.f_lasti)
+        if code not in cache:
+            cache[code] = _is_internal(code)
+        f = f.f_back
+        depth -= 1
+    return tuple(out)
+
+
+def line_of(code: CodeType, lasti: int) -> int:
+    """Source line of the instruction at byte offset ``lasti``."""
+    for start, end, line in code.co_lines():
+        if start <= lasti < end and line is not None:
+            return line
+    return code.co_firstlineno
+
+
+def format_site(raw: tuple[Any, ...]) -> list[dict[str, Any]]:
+    """``[{file, line, func, code}, ...]``, innermost (the acquiring line) first."""
+    frames: list[dict[str, Any]] = []
+    for i in range(0, len(raw) - 1, 2):
+        code, lasti = raw[i], raw[i + 1]
+        if not isinstance(code, CodeType):
+            continue
+        # Below the acquiring frame, event-loop and pool machinery is noise.
+        if frames and _internal_cache.get(code, False):
+            continue
+        line = line_of(code, lasti)
+        frames.append(
+            {
+                "file": code.co_filename,
+                "line": line,
+                "func": getattr(code, "co_qualname", code.co_name),
+                "code": linecache.getline(code.co_filename, line).strip(),
+            }
+        )
+    return frames
+
+
+def format_frames(frames: list[FrameType], limit: int = 30) -> list[dict[str, Any]]:
+    """A live stack (innermost first), application frames only, for a holder's current stack."""
+    out: list[dict[str, Any]] = []
+    for f in frames:
+        if _internal_cache.get(f.f_code) is None:
+            _internal_cache[f.f_code] = _is_internal(f.f_code)
+        if _internal_cache[f.f_code]:
+            continue
+        code = f.f_code
+        out.append(
+            {
+                "file": code.co_filename,
+                "line": f.f_lineno,
+                "func": getattr(code, "co_qualname", code.co_name),
+                "code": linecache.getline(code.co_filename, f.f_lineno or 0).strip(),
+            }
+        )
+        if len(out) >= limit:
+            break
+    return out

@@ -1,0 +1,183 @@
+"""Reading event streams: a live endpoint (with reconnect) or a recorded file."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from poolscope.endpoint import Endpoint
+from poolscope.events import MAX_LINE_BYTES, DecodeError, Event, decode, encode
+
+#: Local events a client yields about its own connection; never on the wire.
+CONNECTED = "connected"
+DISCONNECTED = "disconnected"
+
+
+class ConnectError(ConnectionError):
+    """Nothing answers at an endpoint; the message is one line for users."""
+
+
+async def open_stream(
+    endpoint: Endpoint, *, token: str | None = None, timeout: float = 3.0
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """Connect to an application's stream server (and authenticate if a token is set)."""
+    try:
+        if endpoint.path is not None:
+            conn = asyncio.open_unix_connection(endpoint.path, limit=MAX_LINE_BYTES + 2)
+        else:
+            conn = asyncio.open_connection(endpoint.host, endpoint.port, limit=MAX_LINE_BYTES + 2)
+        reader, writer = await asyncio.wait_for(conn, timeout)
+    except asyncio.TimeoutError:
+        raise ConnectError(f"{endpoint}: no answer within {timeout:g}s") from None
+    except ConnectionRefusedError:
+        raise ConnectError(
+            f"{endpoint}: connection refused (is an instrumented process there?)"
+        ) from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        raise ConnectError(f"{endpoint}: {reason}") from None
+    if token is not None:
+        writer.write(encode({"type": "auth", "t": time.time(), "token": token}))
+    return reader, writer
+
+
+@dataclass
+class StreamStats:
+    lines: int = 0
+    bad_lines: int = 0
+    connects: int = 0
+    connected: bool = False
+    disconnected_since: float | None = None
+    last_error: str = ""
+
+
+@dataclass
+class StreamClient:
+    """Events from one endpoint, reconnecting with exponential backoff and jitter.
+
+    Yields protocol events as they arrive plus two local ones, ``connected`` and
+    ``disconnected`` (with ``endpoint`` and, for the latter, ``error``), so a
+    view can say "disconnected since ...". With ``raw=True`` each event comes
+    with its original line in the ``_line`` key (for ``poolscope record``).
+    """
+
+    endpoint: Endpoint
+    token: str | None = None
+    reconnect: bool = True
+    backoff_base: float = 0.2
+    backoff_cap: float = 5.0
+    raw: bool = False
+    stats: StreamStats = field(default_factory=StreamStats)
+    _writer: asyncio.StreamWriter | None = None
+
+    async def events(self) -> AsyncIterator[Event]:
+        attempt = 0
+        while True:
+            try:
+                reader, writer = await open_stream(self.endpoint, token=self.token)
+            except ConnectError as exc:
+                self.stats.last_error = str(exc)
+                if not self.reconnect:
+                    raise
+                if self.stats.connected or self.stats.disconnected_since is None:
+                    self.stats.connected = False
+                    self.stats.disconnected_since = time.time()
+                    yield self._local(DISCONNECTED, str(exc))
+                attempt += 1
+                await asyncio.sleep(self._backoff(attempt))
+                continue
+            attempt = 0
+            self._writer = writer
+            self.stats.connects += 1
+            self.stats.connected = True
+            self.stats.disconnected_since = None
+            yield self._local(CONNECTED, "")
+            error = "closed by the application"
+            try:
+                while True:
+                    try:
+                        line = await reader.readline()
+                    except (ValueError, asyncio.LimitOverrunError):
+                        error = "a line over 1 MiB; connection closed"
+                        break
+                    if not line:
+                        break
+                    if not line.endswith(b"\n"):
+                        error = "stream ended mid-line"
+                        break
+                    self.stats.lines += 1
+                    try:
+                        ev = decode(line)
+                    except DecodeError:
+                        self.stats.bad_lines += 1
+                        continue
+                    if self.raw:
+                        ev["_line"] = line
+                    yield ev
+            except (ConnectionError, OSError) as exc:
+                error = str(exc) or type(exc).__name__
+            finally:
+                writer.close()
+                self._writer = None
+            self.stats.connected = False
+            self.stats.disconnected_since = time.time()
+            self.stats.last_error = error
+            yield self._local(DISCONNECTED, error)
+            if not self.reconnect:
+                return
+            attempt += 1
+            await asyncio.sleep(self._backoff(attempt))
+
+    def _backoff(self, attempt: int) -> float:
+        base = min(self.backoff_cap, self.backoff_base * (2 ** min(attempt - 1, 10)))
+        return float(base * (0.5 + random.random() / 2))
+
+    def _local(self, kind: str, error: str) -> Event:
+        ev: Event = {"type": kind, "t": time.time(), "endpoint": str(self.endpoint)}
+        if error:
+            ev["error"] = error
+        return ev
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+@dataclass
+class FileFeed:
+    """Events from a recording, remembering where and why reading stopped."""
+
+    path: Path
+    lines: int = 0
+    bad_lines: int = 0
+    first_bad_line: int | None = None
+    stopped: str = ""
+
+    def __iter__(self) -> Iterator[Event]:
+        try:
+            with open(self.path, "rb") as f:
+                for number, line in enumerate(f, start=1):
+                    self.lines = number
+                    if not line.strip():
+                        continue
+                    try:
+                        yield decode(line)
+                    except DecodeError as exc:
+                        self.bad_lines += 1
+                        if self.first_bad_line is None:
+                            self.first_bad_line = number
+                        if not line.endswith(b"\n"):
+                            self.stopped = f"truncated at line {number}: {exc}"
+                            return
+        except OSError as exc:
+            self.stopped = f"{self.path}: {exc.strerror or exc}"
+            raise
+
+
+def read_events(path: str | Path) -> list[Event]:
+    """All readable events of a recording (malformed lines skipped)."""
+    return list(FileFeed(Path(path)))

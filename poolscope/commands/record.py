@@ -1,0 +1,76 @@
+"""``poolscope record ENDPOINT -o FILE [--duration S]``: the raw stream to a file."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+
+from poolscope.cli import CommandError
+from poolscope.client import CONNECTED, DISCONNECTED, ConnectError, StreamClient, open_stream
+from poolscope.commands.common import endpoint_arg, positive_float
+from poolscope.endpoint import Endpoint
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "endpoint", type=endpoint_arg, metavar="ENDPOINT", help=":PORT, HOST:PORT or unix:PATH"
+    )
+    p.add_argument("-o", "--output", required=True, metavar="FILE", help="NDJSON file to write")
+    p.add_argument("--duration", type=positive_float, metavar="S", help="stop after S seconds")
+    p.add_argument("--token", help="token, if the application requires one")
+
+
+async def record(endpoint: Endpoint, path: str, duration: float | None, token: str | None) -> int:
+    # Fail fast, with one line, when nothing listens there at the start.
+    try:
+        _, w = await open_stream(endpoint, token=token)
+        w.close()
+    except ConnectError as exc:
+        raise CommandError(f"cannot record: {exc}") from None
+    client = StreamClient(endpoint, token=token, raw=True)
+    count = 0
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+    if duration is not None:
+        loop.call_later(duration, stop.set)
+    try:
+        out = open(path, "wb")  # noqa: SIM115 - closed in finally, flushed per batch
+    except OSError as exc:
+        raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
+
+    async def pump() -> None:
+        nonlocal count
+        async for ev in client.events():
+            if ev["type"] in (CONNECTED, DISCONNECTED):
+                if ev["type"] == DISCONNECTED:
+                    print(
+                        f"poolscope record: {ev['endpoint']}: {ev.get('error', '')}; reconnecting",
+                        file=sys.stderr,
+                    )
+                continue
+            out.write(ev["_line"])
+            count += 1
+            if count % 256 == 0:
+                out.flush()
+
+    task = asyncio.ensure_future(pump())
+    try:
+        await stop.wait()
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        client.close()
+        out.close()
+    print(f"poolscope record: {count} events written to {path}", file=sys.stderr)
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    return asyncio.run(record(args.endpoint, args.output, args.duration, args.token))

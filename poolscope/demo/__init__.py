@@ -1,0 +1,1 @@
+"""The embedded demo: a mini database, reference pools over real TCP, a workload with trouble."""

@@ -1,0 +1,149 @@
+"""Event types of the poolscope wire protocol and their NDJSON codec.
+
+Shared by both sides, so standard library only. Events are plain dicts (cheap to
+build, to fold and to serialise); the constants below name the types and the
+fields every type carries at least. ``docs/protocol.md`` is the user-facing
+description and a test keeps the two in step.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+PROTOCOL_VERSION = 1
+
+#: A line longer than this closes the connection that sent it.
+MAX_LINE_BYTES = 1 << 20
+
+Event = dict[str, Any]
+
+# type -> fields it carries at least (besides ``type`` and ``t``; ``pool`` where it
+# concerns a pool).
+REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
+    "hello": ("protocol", "pid", "process", "version"),
+    "sync": ("state",),
+    "pool": ("pool", "kind", "config", "target"),
+    "state": ("pool", "size", "idle", "in_use", "waiting", "max", "min"),
+    "acquire": ("pool", "conn", "wait", "site"),
+    "timeout": ("pool", "wait", "error"),
+    "release": ("pool", "conn", "hold"),
+    "connect": ("pool", "conn", "duration"),
+    "connect_error": ("pool", "error"),
+    "close": ("pool", "conn", "reason", "age"),
+    "heartbeat": ("pool", "conn", "ok", "latency", "error"),
+    "leak": ("pool", "conn", "held", "stack", "task"),
+    "unleak": ("pool", "conn", "held", "stack", "task"),
+    "dropped": ("count",),
+    "acquire_error": ("pool", "error"),
+    # Extensions beyond the DESIGN table.
+    "site": ("id", "stack"),
+    "backend": ("pool", "state", "previous"),
+    "breaker": ("pool", "state"),
+    "resize": ("pool", "max", "previous", "reason"),
+    "reclaim": ("pool", "conn", "held"),
+    "error": ("error",),
+    "bye": (),
+}
+
+EVENT_TYPES = frozenset(REQUIRED_FIELDS)
+
+#: Close reasons used by poolscope's own pool and adapters. Adapters may add more.
+CLOSE_REASONS = (
+    "idle_timeout",
+    "lifetime",
+    "invalid",
+    "lost",
+    "overflow",
+    "closed",
+    "gc_leak",
+    "reclaimed",
+    "reset_failed",
+    "max_idle",
+    "abandoned",
+)
+
+
+class DecodeError(ValueError):
+    """A line that is not a valid poolscope event."""
+
+
+def _jsonable(value: Any) -> Any:
+    # JSON has no NaN or infinity; a probe that never answered is reported as None.
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return str(value)
+
+
+def encode(event: Event) -> bytes:
+    """One event as one NDJSON line (with its newline)."""
+    try:
+        text = json.dumps(event, separators=(",", ":"), allow_nan=False, default=_jsonable)
+    except ValueError:
+        text = json.dumps(_scrub(event), separators=(",", ":"), default=_jsonable)
+    return text.encode("utf-8") + b"\n"
+
+
+def _scrub(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {str(k): _scrub(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v) for v in value]
+    return value
+
+
+def decode(line: bytes | str) -> Event:
+    """Parse one NDJSON line into an event, or raise :class:`DecodeError`.
+
+    Checks the shape (an object with a string ``type`` and a numeric ``t``) but
+    not the fields of the type: unknown types are the caller's to skip, so that
+    an older observer keeps working against a newer application.
+    """
+    if isinstance(line, bytes):
+        if len(line) > MAX_LINE_BYTES:
+            raise DecodeError(f"line of {len(line)} bytes exceeds {MAX_LINE_BYTES}")
+        try:
+            line = line.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"not UTF-8: {exc.reason}") from None
+    try:
+        obj = json.loads(line)
+    except (ValueError, RecursionError) as exc:
+        raise DecodeError(f"not JSON: {str(exc)[:80]}") from None
+    if not isinstance(obj, dict):
+        raise DecodeError(f"not an object but {type(obj).__name__}")
+    etype = obj.get("type")
+    if not isinstance(etype, str):
+        raise DecodeError("missing string field 'type'")
+    t = obj.get("t")
+    if not isinstance(t, (int, float)) or isinstance(t, bool):
+        raise DecodeError(f"{etype}: missing numeric field 't'")
+    return obj
+
+
+def is_valid(event: Event) -> bool:
+    """True when the event is of a known type and has that type's required fields."""
+    fields = REQUIRED_FIELDS.get(event.get("type", ""))
+    return fields is not None and all(f in event for f in fields)
+
+
+def iter_lines(lines: Iterable[bytes | str]) -> Iterator[Event]:
+    """Decode lines, skipping blank and malformed ones."""
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            yield decode(line)
+        except DecodeError:
+            continue
+
+
+def make(etype: str, t: float, **fields: Any) -> Event:
+    """Build an event dict; ``type`` and ``t`` first, as on the wire."""
+    event: Event = {"type": etype, "t": t}
+    event.update(fields)
+    return event

@@ -1,0 +1,144 @@
+"""Mergeable log-bucket histograms (standard library only: used in the app too).
+
+Bucket ``k`` holds values in ``(10**((k-1)/10), 10**(k/10)]`` seconds: ten buckets
+a decade, each about 26% wide, so a percentile read from the buckets is within
+one bucket of the exact value. Upper bounds are inclusive, as Prometheus ``le``
+buckets are, so the exporter can sum buckets into cumulative ``le`` counts
+exactly at any bucket edge.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+BUCKETS_PER_DECADE = 10
+#: Values at or below this fall in the lowest bucket (1 ns).
+MIN_VALUE = 1e-9
+_LOWEST = -90  # ceil(10 * log10(1e-9))
+
+
+def bucket_of(value: float) -> int:
+    """Index of the bucket whose (exclusive lower, inclusive upper] range holds value."""
+    if not value > MIN_VALUE:  # also catches NaN
+        return _LOWEST
+    k = math.ceil(BUCKETS_PER_DECADE * math.log10(value) - 1e-9)
+    # Guard against floating-point error at the edges.
+    if bucket_upper(k - 1) >= value:
+        k -= 1
+    elif bucket_upper(k) < value:
+        k += 1
+    return k
+
+
+def bucket_upper(k: int) -> float:
+    return float(10.0 ** (k / BUCKETS_PER_DECADE))
+
+
+def bucket_lower(k: int) -> float:
+    return bucket_upper(k - 1)
+
+
+class Histogram:
+    """Counts of values in log buckets, with exact count, sum, min and max."""
+
+    __slots__ = ("buckets", "count", "max", "min", "sum")
+
+    def __init__(self) -> None:
+        self.buckets: dict[int, int] = {}
+        self.count = 0
+        self.sum = 0.0
+        self.min = math.inf
+        self.max = 0.0
+
+    def add(self, value: float) -> None:
+        if not isinstance(value, (int, float)) or value != value:
+            return
+        value = max(float(value), 0.0)
+        k = bucket_of(value)
+        self.buckets[k] = self.buckets.get(k, 0) + 1
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
+    def merge(self, other: Histogram) -> None:
+        for k, n in other.buckets.items():
+            self.buckets[k] = self.buckets.get(k, 0) + n
+        self.count += other.count
+        self.sum += other.sum
+        self.min = min(self.min, other.min)
+        self.max = max(self.max, other.max)
+
+    @property
+    def mean(self) -> float:
+        return self.sum / self.count if self.count else 0.0
+
+    def percentile(self, q: float) -> float:
+        """The q-quantile (0 <= q <= 1): the upper edge of the bucket holding it,
+        clamped to the observed min and max. 0.0 when empty."""
+        if self.count == 0:
+            return 0.0
+        rank = max(1, math.ceil(q * self.count))
+        seen = 0
+        for k in sorted(self.buckets):
+            seen += self.buckets[k]
+            if seen >= rank:
+                return min(max(bucket_upper(k), self.min), self.max)
+        return self.max
+
+    @property
+    def p50(self) -> float:
+        return self.percentile(0.50)
+
+    @property
+    def p90(self) -> float:
+        return self.percentile(0.90)
+
+    @property
+    def p99(self) -> float:
+        return self.percentile(0.99)
+
+    def cumulative(self, edges: list[float]) -> list[int]:
+        """Counts of values <= each edge (edges ascending); exact at bucket edges."""
+        out: list[int] = []
+        items = sorted(self.buckets.items())
+        i = 0
+        running = 0
+        for edge in edges:
+            while i < len(items) and bucket_upper(items[i][0]) <= edge * (1 + 1e-12):
+                running += items[i][1]
+                i += 1
+            out.append(running)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "buckets": {str(k): n for k, n in self.buckets.items()},
+            "count": self.count,
+            "sum": self.sum,
+            "min": None if self.count == 0 else self.min,
+            "max": self.max,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Histogram:
+        h = cls()
+        if not isinstance(data, dict):
+            return h
+        buckets = data.get("buckets")
+        if isinstance(buckets, dict):
+            for k, n in buckets.items():
+                try:
+                    h.buckets[int(k)] = int(n)
+                except (TypeError, ValueError):
+                    continue
+        h.count = sum(h.buckets.values())
+        s = data.get("sum")
+        h.sum = float(s) if isinstance(s, (int, float)) else 0.0
+        mn, mx = data.get("min"), data.get("max")
+        h.min = float(mn) if isinstance(mn, (int, float)) else math.inf
+        h.max = float(mx) if isinstance(mx, (int, float)) else 0.0
+        return h
