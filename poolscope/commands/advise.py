@@ -1,0 +1,197 @@
+"""``poolscope advise FILE-or-ENDPOINT``: pool sizing advice from what a pool does.
+
+A recording is read whole; a live endpoint is watched for ``--duration`` seconds
+(its ``sync`` brings the history the application already has, so a short watch
+still sees up to 15 minutes of gauge samples). The theory is in
+``poolscope.advisor``; this module only gathers events and prints.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from poolscope import advisor
+from poolscope.cli import CommandError, UsageError
+from poolscope.client import (
+    CONNECTED,
+    DISCONNECTED,
+    ConnectError,
+    FileFeed,
+    StreamClient,
+    open_stream,
+)
+from poolscope.commands.common import positive_float, positive_int
+from poolscope.endpoint import Endpoint, EndpointError, parse_endpoint
+from poolscope.events import Event
+
+DEFAULT_DURATION = 10.0
+
+
+def _util(text: str) -> float:
+    value = positive_float(text)
+    if value > 1.0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a fraction in (0, 1], e.g. 0.8")
+    return value
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "source",
+        metavar="FILE-or-ENDPOINT",
+        help="a recording (poolscope record) or :PORT, HOST:PORT, unix:PATH",
+    )
+    p.add_argument(
+        "--p99-target",
+        type=positive_float,
+        default=advisor.DEFAULT_P99_TARGET,
+        metavar="S",
+        help=f"p99 wait for a connection to aim for, seconds ({advisor.DEFAULT_P99_TARGET:g})",
+    )
+    p.add_argument(
+        "--util-ceiling",
+        type=_util,
+        default=advisor.DEFAULT_UTIL_CEILING,
+        metavar="U",
+        help=f"highest acceptable mean utilization, 0-1 ({advisor.DEFAULT_UTIL_CEILING:g})",
+    )
+    p.add_argument(
+        "--db-max-connections",
+        type=positive_int,
+        metavar="N",
+        help="the database's max_connections: cap the advice at this instance's share",
+    )
+    p.add_argument(
+        "--instances",
+        type=positive_int,
+        metavar="K",
+        help="app instances sharing the database (with --db-max-connections; 1)",
+    )
+    p.add_argument(
+        "--db-cores",
+        type=positive_int,
+        metavar="N",
+        help="the database server's cores, for the cores × 2 rule (default: this machine's)",
+    )
+    p.add_argument("--pool", metavar="NAME", help="advise on this pool only (default: all)")
+    p.add_argument(
+        "--duration",
+        type=positive_float,
+        metavar="S",
+        help=f"for a live endpoint: seconds to watch ({DEFAULT_DURATION:g})",
+    )
+    p.add_argument("--token", help="token, if the application requires one")
+    p.add_argument("--json", action="store_true", help="print the advice as JSON")
+
+
+def _resolve(source: str) -> Path | Endpoint:
+    """A path that exists is a recording; otherwise an ENDPOINT; otherwise an error."""
+    path = Path(source)
+    if path.exists():
+        return path
+    try:
+        return parse_endpoint(source)
+    except EndpointError:
+        pass
+    raise CommandError(f"cannot read {source}: no such file (and not an endpoint)")
+
+
+def _read_file(path: Path) -> list[Event]:
+    feed = FileFeed(path)
+    try:
+        events = list(feed)
+    except OSError as exc:
+        raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if not events:
+        if feed.bad_lines:
+            raise CommandError(f"{path}: not a poolscope recording (no readable events)")
+        raise CommandError(f"{path}: empty recording")
+    return events
+
+
+async def _watch(endpoint: Endpoint, duration: float, token: str | None) -> list[Event]:
+    """Events from a live endpoint for ``duration`` seconds (fails fast if nothing listens)."""
+    try:
+        _, w = await open_stream(endpoint, token=token)
+        w.close()
+    except ConnectError as exc:
+        raise CommandError(f"cannot advise: {exc}") from None
+    print(f"poolscope advise: watching {endpoint} for {duration:g}s ...", file=sys.stderr)
+    client = StreamClient(endpoint, token=token)
+    events: list[Event] = []
+
+    async def pump() -> None:
+        async for ev in client.events():
+            if ev["type"] not in (CONNECTED, DISCONNECTED):
+                events.append(ev)
+
+    task = asyncio.ensure_future(pump())
+    try:
+        await asyncio.wait({task}, timeout=duration)
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+        client.close()
+    if not events:
+        raise CommandError(f"cannot advise: {endpoint} sent nothing in {duration:g}s")
+    return events
+
+
+def _source_events(args: argparse.Namespace) -> tuple[list[Event], str]:
+    src = _resolve(args.source)
+    if isinstance(src, Path):
+        if args.duration is not None:
+            raise UsageError("poolscope advise: --duration applies to a live endpoint only")
+        return _read_file(src), str(src)
+    duration = args.duration if args.duration is not None else DEFAULT_DURATION
+    return asyncio.run(_watch(src, duration, args.token)), str(src)
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.instances is not None and args.db_max_connections is None:
+        raise UsageError("poolscope advise: --instances needs --db-max-connections")
+    events, where = _source_events(args)
+    state, arrivals = advisor.fold_with_arrivals(events)
+    names = sorted(state.pools)
+    if args.pool is not None:
+        if args.pool not in state.pools:
+            known = ", ".join(names) or "none"
+            raise CommandError(f"no pool named {args.pool!r} in {where} (pools: {known})")
+        names = [args.pool]
+    if not names:
+        raise CommandError(f"{where}: no pool activity to advise on")
+    results = [
+        advisor.advise(
+            state,
+            name,
+            p99_target=args.p99_target,
+            util_ceiling=args.util_ceiling,
+            db_max_connections=args.db_max_connections,
+            instances=args.instances or 1,
+            cores=args.db_cores,
+            arrivals=arrivals,
+        )
+        for name in names
+    ]
+    if args.json:
+        doc: dict[str, Any] = {
+            "source": where,
+            "generated": time.time(),
+            "cores": args.db_cores or os.cpu_count(),
+            "pools": [a.to_dict() for a in results],
+        }
+        print(json.dumps(doc, indent=2, allow_nan=False))
+        return 0
+    for i, a in enumerate(results):
+        if i:
+            print()
+        print("\n".join(advisor.format_advice(a)))
+    return 0
