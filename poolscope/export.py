@@ -1,0 +1,211 @@
+"""The headless Prometheus exporter behind ``poolscope export``.
+
+It attaches to one or more instrumented processes over their event streams,
+folds each stream into its own :class:`~poolscope.model.PoolState` (the same
+fold the TUI runs) and serves ``/metrics`` from those states with aiohttp.
+
+Rule for processes that go away: a process's series are exported only while
+its stream is connected and has delivered its ``sync``. When the stream drops,
+its series disappear from the next scrape (Prometheus marks them stale) instead
+of repeating the last values forever; ``poolscope_target_up{endpoint=...}``
+says 0 meanwhile. When it comes back (same or restarted process) its ``sync``
+restores the full counters and the series return.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import web
+from prometheus_client.exposition import choose_encoder
+
+from poolscope.client import CONNECTED, DISCONNECTED, StreamClient
+from poolscope.endpoint import Endpoint
+from poolscope.events import Event
+from poolscope.metrics import Family, Series, Source, families, to_client
+from poolscope.model import PoolState
+
+log = logging.getLogger("poolscope.export")
+
+#: Labels the exporter adds to every series of a process.
+PROCESS_LABEL = "process"  # the process name from its ``hello`` (argv[0]'s basename)
+PID_LABEL = "pid"
+TARGET_UP = "poolscope_target_up"
+TARGET_UP_HELP = (
+    "1 while the exporter is connected to the instrumented process at this endpoint "
+    "and has its state, else 0 (its other series are then not exported)."
+)
+
+
+@dataclass
+class Target:
+    """One endpoint the exporter follows."""
+
+    endpoint: Endpoint
+    client: StreamClient
+    state: PoolState | None = None
+    synced: bool = False
+    last_error: str = ""
+    changed: float = field(default_factory=time.time)
+
+    @property
+    def up(self) -> bool:
+        return self.state is not None and self.synced
+
+    def labels(self) -> dict[str, str]:
+        proc = self.state.process if self.state is not None else {}
+        return {
+            PROCESS_LABEL: str(proc.get("process") or "?"),
+            PID_LABEL: str(proc.get("pid") or "?"),
+        }
+
+    def apply(self, ev: Event) -> None:
+        kind = ev.get("type")
+        if kind == CONNECTED:
+            # A new connection starts from nothing: the server sends hello + sync.
+            self.state = PoolState()
+            self.synced = False
+            self.changed = time.time()
+            return
+        if kind == DISCONNECTED:
+            self.state = None
+            self.synced = False
+            self.last_error = str(ev.get("error", ""))
+            self.changed = time.time()
+            return
+        if self.state is None:
+            self.state = PoolState()
+        self.state.apply(ev)
+        if kind == "sync":
+            self.synced = True
+
+
+class Exporter:
+    """Follows endpoints and renders their metrics."""
+
+    def __init__(
+        self,
+        endpoints: Sequence[Endpoint],
+        *,
+        token: str | None = None,
+        backoff_cap: float = 5.0,
+        on_change: Callable[[Target, Event], None] | None = None,
+    ) -> None:
+        self.targets = [
+            Target(ep, StreamClient(ep, token=token, backoff_cap=backoff_cap)) for ep in endpoints
+        ]
+        self.on_change = on_change
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.scrapes = 0
+
+    # -- following the streams ---------------------------------------------------
+    def start(self) -> None:
+        for t in self.targets:
+            self._tasks.append(asyncio.ensure_future(self._follow(t)))
+
+    async def _follow(self, target: Target) -> None:
+        async for ev in target.client.events():
+            try:
+                target.apply(ev)
+            except Exception as exc:  # one bad event must not stop the exporter
+                log.warning("poolscope export: %s: %s", target.endpoint, exc)
+            if self.on_change is not None and ev.get("type") in (CONNECTED, DISCONNECTED):
+                self.on_change(target, ev)
+
+    # -- metrics -----------------------------------------------------------------
+    def families(self) -> list[Family]:
+        sources: list[Source] = []
+        seen: set[tuple[str, str]] = set()
+        for t in self.targets:
+            if not t.up or t.state is None:
+                continue
+            labels = t.labels()
+            key = (labels[PROCESS_LABEL], labels[PID_LABEL])
+            if key in seen:  # the same process reached twice: export it once
+                continue
+            seen.add(key)
+            sources.append(Source(t.state, labels))
+        fams = families(sources)
+        up = Family(TARGET_UP, "gauge", TARGET_UP_HELP)
+        up.series = [
+            Series({"endpoint": str(t.endpoint)}, 1.0 if t.up else 0.0) for t in self.targets
+        ]
+        fams.append(up)
+        return fams
+
+    def collect(self) -> list[Any]:
+        """prometheus_client collector protocol (the encoders call this)."""
+        return to_client(self.families())
+
+    def render(self, accept: str = "") -> tuple[bytes, str]:
+        """The exposition for an ``Accept`` header: OpenMetrics when asked for, else text."""
+        encoder, content_type = choose_encoder(accept)
+        return encoder(self), content_type
+
+    def health(self) -> dict[str, Any]:
+        return {
+            "status": "ok",
+            "targets": [
+                {
+                    "endpoint": str(t.endpoint),
+                    "up": t.up,
+                    "since": t.changed,
+                    **({"error": t.last_error} if not t.up and t.last_error else {}),
+                    **(t.labels() if t.up else {}),
+                }
+                for t in self.targets
+            ],
+        }
+
+    # -- HTTP ----------------------------------------------------------------------
+    async def _metrics(self, request: web.Request) -> web.Response:
+        self.scrapes += 1
+        body, content_type = self.render(request.headers.get("Accept", ""))
+        resp = web.Response(body=body)
+        resp.headers["Content-Type"] = content_type
+        return resp
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text=json.dumps(self.health()), content_type="application/json")
+
+    async def _index(self, request: web.Request) -> web.Response:
+        return web.Response(text="poolscope exporter: see /metrics and /healthz\n")
+
+    async def serve(self, listen: Endpoint) -> Endpoint:
+        """Start the HTTP server; returns where it listens (the real port for port 0)."""
+        app = web.Application()
+        app.router.add_get("/metrics", self._metrics)
+        app.router.add_get("/healthz", self._healthz)
+        app.router.add_get("/", self._index)
+        runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, listen.host, listen.port, reuse_address=True)
+            await site.start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        host, port = runner.addresses[0][:2]
+        return Endpoint(str(host), int(port))
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks.clear()
+        for t in self.targets:
+            t.client.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
