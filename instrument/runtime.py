@@ -30,6 +30,9 @@ from .server import StreamServer
 log = logging.getLogger("poolscope")
 
 DRAIN_INTERVAL = 0.02
+#: Raw events folded and broadcast per step; between steps the senders write, so a
+#: backlog reaches a healthy observer in pieces instead of overflowing its queue at once.
+DRAIN_CHUNK = 2048
 STATE_INTERVAL = 1.0
 LEAK_CHECK_INTERVAL = 0.25
 MAX_SITES = 10_000
@@ -219,7 +222,8 @@ class Runtime:
 
     async def _final(self, timeout: float) -> None:
         self._poll_state()
-        self._drain()
+        while self._drain():
+            await asyncio.sleep(0)
         self._emit([{"type": "bye", "t": time.time()}])
         if self.server is not None:
             await self.server.flush(timeout)
@@ -253,11 +257,12 @@ class Runtime:
     # -- the background work -----------------------------------------------------
     async def _drain_loop(self) -> None:
         while True:
+            more = False
             try:
-                self._drain()
+                more = self._drain()
             except Exception as exc:
                 errors.report("drain", exc)
-            await asyncio.sleep(DRAIN_INTERVAL)
+            await asyncio.sleep(0 if more else DRAIN_INTERVAL)
 
     async def _state_loop(self) -> None:
         while True:
@@ -304,8 +309,21 @@ class Runtime:
             )
         return sid
 
+    def _complete_leak(self, ev: Event) -> None:
+        """An adapter's proven leak (collected or unreachable while held) names only the
+        connection: add the acquire site, task and held time from the open hold."""
+        h = self._holds.get((str(ev.get("pool")), str(ev.get("conn"))))
+        ev["held"] = time.perf_counter() - h.t if h is not None else ev.get("held", 0.0)
+        ev["stack"] = sites.format_site(h.raw_site) if h is not None else []
+        ev["task"] = h.task if h is not None else ""
+        ev["site"] = h.site if h is not None else None
+        if h is not None:
+            h.reported = True
+
     def _normalise(self, item: Any) -> Event | None:
         if type(item) is not tuple:
+            if isinstance(item, dict) and item.get("type") == "leak" and "stack" not in item:
+                self._complete_leak(item)
             return item if isinstance(item, dict) else None
         kind = item[0]
         t = item[1] + self._offset
@@ -344,9 +362,10 @@ class Runtime:
             return ev
         return None
 
-    def _drain(self) -> None:
+    def _drain(self) -> bool:
+        """Fold and send up to DRAIN_CHUNK buffered events; True if more are waiting."""
         self._offset = time.time() - time.perf_counter()
-        items = self.recorder.drain()
+        items = self.recorder.drain(DRAIN_CHUNK)
         dropped = self.recorder.take_dropped()
         out: list[Event] = []
         if dropped:
@@ -371,6 +390,7 @@ class Runtime:
             self._pending.clear()
         if out:
             self._emit(out)
+        return bool(self.recorder.buffer)
 
     def _emit(self, events: list[Event]) -> None:
         apply = self.model.apply

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import json
 import logging
 import os
 import socket
@@ -55,11 +56,12 @@ class StreamServer:
         greeting: Callable[[], list[bytes]],
         *,
         token: str | None = None,
-        queue_capacity: int = OBSERVER_QUEUE,
+        queue_capacity: int | None = None,
     ) -> None:
         self._greeting = greeting
         self._token = token
-        self._capacity = queue_capacity
+        # Read at construction, not at import, so it can be tuned before serving.
+        self._capacity = queue_capacity if queue_capacity is not None else OBSERVER_QUEUE
         self.observers: set[Observer] = set()
         self._server: asyncio.base_events.Server | None = None
         self.endpoint: Endpoint | None = None
@@ -148,8 +150,11 @@ class StreamServer:
             return True
         try:
             line = await asyncio.wait_for(reader.readline(), 5.0)
-            msg = decode(line)
-        except (DecodeError, asyncio.TimeoutError, ValueError, ConnectionError):
+            # Plain JSON: the auth line is {"type":"auth","token":...}, no "t" needed.
+            msg = json.loads(line)
+        except Exception:  # timeout, a line over the limit, not JSON, too deep, ...
+            return False
+        if not isinstance(msg, dict):
             return False
         given = msg.get("token") if msg.get("type") == "auth" else None
         if not isinstance(given, str):
