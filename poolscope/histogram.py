@@ -55,6 +55,8 @@ class Histogram:
         if not isinstance(value, (int, float)) or value != value:
             return
         value = max(float(value), 0.0)
+        if value == math.inf:  # a peer's 1e999: no bucket holds it
+            return
         k = bucket_of(value)
         self.buckets[k] = self.buckets.get(k, 0) + 1
         self.count += 1
@@ -133,7 +135,7 @@ class Histogram:
             for k, n in buckets.items():
                 try:
                     h.buckets[int(k)] = int(n)
-                except (TypeError, ValueError):
+                except (TypeError, ValueError, OverflowError):
                     continue
         h.count = sum(h.buckets.values())
         s = data.get("sum")

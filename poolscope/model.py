@@ -11,6 +11,7 @@ folding a recording gives the same answers whenever it is done.
 
 from __future__ import annotations
 
+import math
 from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -26,6 +27,12 @@ SERIES_MIN_STEP = 0.5
 RESOLVED_LEAKS_KEPT = 500
 HEARTBEATS_KEPT = 120
 FAILURES_KEPT = 50
+# Bounds against a peer that floods the fold with names (an observer's memory must
+# not grow without limit whatever it is sent); far above any real application.
+MAX_POOLS = 1_000
+MAX_SITES = 10_000
+MAX_HOLDERS = 100_000
+MAX_OPEN_LEAKS = 10_000
 
 
 @dataclass
@@ -72,8 +79,24 @@ class Leak:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Leak:
-        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
-        return cls(**known)
+        # Coerced field by field: a peer's sync must not put a string where a
+        # view formats a number.
+        stack = d.get("stack")
+        site = d.get("site")
+        rt, rh, res = d.get("resolved_t"), d.get("resolved_held"), d.get("resolution")
+        return cls(
+            pool=str(d.get("pool", "?")),
+            conn=str(d.get("conn", "?")),
+            t=_num(d, "t"),
+            held=_num(d, "held"),
+            stack=[f for f in stack if isinstance(f, dict)] if isinstance(stack, list) else [],
+            task=str(d.get("task") or ""),
+            site=site if isinstance(site, int) and not isinstance(site, bool) else None,
+            proven=bool(d.get("proven")),
+            resolved_t=_num(d, "resolved_t") if rt is not None else None,
+            resolved_held=_num(d, "resolved_held") if rh is not None else None,
+            resolution=str(res) if res is not None else None,
+        )
 
 
 @dataclass
@@ -222,11 +245,17 @@ class PoolMetrics:
             values = d.get(group)
             if isinstance(values, dict):
                 for k, v in values.items():
-                    if k in cls.__dataclass_fields__ and isinstance(v, int):
+                    # Only the integer fields: a sync must not replace a histogram,
+                    # the holders or the name with a number.
+                    if k in _INT_FIELDS and isinstance(v, int) and not isinstance(v, bool):
                         setattr(p, k, v)
         closes = d.get("closes")
         if isinstance(closes, dict):
-            p.closes = {str(k): int(v) for k, v in closes.items() if isinstance(v, int)}
+            p.closes = {
+                str(k): v
+                for k, v in closes.items()
+                if isinstance(v, int) and not isinstance(v, bool)
+            }
         hists = d.get("histograms")
         if isinstance(hists, dict):
             p.wait = Histogram.from_dict(hists.get("wait"))
@@ -262,15 +291,47 @@ class PoolMetrics:
 def _num(ev: Event, key: str, default: float = 0.0) -> float:
     v = ev.get(key)
     if isinstance(v, (int, float)) and not isinstance(v, bool):
-        return float(v)
+        try:
+            f = float(v)
+        except OverflowError:  # an int too large for a float
+            return default
+        # JSON decoders accept 1e999 and NaN; neither is a time or a duration.
+        return f if math.isfinite(f) else default
     return default
 
 
 def _int(ev: Event, key: str, default: int = 0) -> int:
     v = ev.get(key)
-    if isinstance(v, (int, float)) and not isinstance(v, bool):
+    if isinstance(v, int) and not isinstance(v, bool):
+        return v
+    if isinstance(v, float) and math.isfinite(v):
         return int(v)
     return default
+
+
+#: PoolMetrics fields a sync's ``gauges``/``counters`` may set.
+_INT_FIELDS = frozenset(
+    [
+        "size",
+        "idle",
+        "in_use",
+        "waiting",
+        "max",
+        "min",
+        "acquires",
+        "releases",
+        "timeouts",
+        "acquire_errors",
+        "connects",
+        "connect_errors",
+        "heartbeats_ok",
+        "heartbeats_failed",
+        "heartbeats_skipped",
+        "leaks_total",
+        "leaks_resolved",
+        "reclaims",
+    ]
+)
 
 
 class PoolState:
@@ -293,6 +354,8 @@ class PoolState:
     def pool(self, name: str) -> PoolMetrics:
         p = self.pools.get(name)
         if p is None:
+            if len(self.pools) >= MAX_POOLS:
+                raise ValueError(f"more than {MAX_POOLS} pools")
             p = self.pools[name] = PoolMetrics(name=name)
         return p
 
@@ -324,8 +387,9 @@ class PoolState:
                 self.first_t = t
             handler(self, ev, t)
             self.events += 1
-        except (TypeError, ValueError, KeyError, AttributeError):
-            # A peer's bad event must not break the fold for everyone else.
+        except Exception:
+            # A peer's bad event must not break the fold for everyone else, whatever
+            # it holds (1e999 overflows int(), deep nesting recurses, ...).
             self.skipped += 1
 
     def _pool_of(self, ev: Event, t: float) -> PoolMetrics:
@@ -383,11 +447,13 @@ class PoolState:
             series.popleft()
 
     def _on_acquire(self, ev: Event, t: float) -> None:
+        conn = str(ev["conn"])  # before any change: a bad event must change nothing
         p = self._pool_of(ev, t)
         p.acquires += 1
         p.wait.add(_num(ev, "wait"))
-        conn = str(ev["conn"])
         site = ev.get("site")
+        if len(p.holders) >= MAX_HOLDERS and conn not in p.holders:
+            return
         p.holders[conn] = Holder(
             conn=conn,
             since=t,
@@ -396,10 +462,11 @@ class PoolState:
         )
 
     def _on_release(self, ev: Event, t: float) -> None:
+        conn = str(ev["conn"])
         p = self._pool_of(ev, t)
         p.releases += 1
         p.hold.add(_num(ev, "hold"))
-        p.holders.pop(str(ev["conn"]), None)
+        p.holders.pop(conn, None)
 
     def _on_timeout(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)
@@ -459,6 +526,8 @@ class PoolState:
             existing.proven = existing.proven or bool(ev.get("proven"))
             existing.held = _num(ev, "held", existing.held)
             return
+        if len(self.leaks) >= MAX_OPEN_LEAKS:
+            return
         stack = ev.get("stack")
         site = ev.get("site")
         self.leaks[key] = Leak(
@@ -489,7 +558,10 @@ class PoolState:
 
     def _on_site(self, ev: Event, t: float) -> None:
         stack = ev.get("stack")
-        self.sites[int(ev["id"])] = stack if isinstance(stack, list) else []
+        sid = int(ev["id"])
+        if len(self.sites) >= MAX_SITES and sid not in self.sites:
+            return
+        self.sites[sid] = stack if isinstance(stack, list) else []
 
     def _on_backend(self, ev: Event, t: float) -> None:
         self._pool_of(ev, t).backend = str(ev.get("state", "healthy"))
