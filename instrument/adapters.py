@@ -1,0 +1,160 @@
+"""Helpers shared by the third-party pool adapters (asyncpg, SQLAlchemy, psycopg_pool).
+
+Standard library only. Connection ids, the heartbeat loops (asyncio and thread
+flavours), and the small event helpers whose field sets the protocol fixes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import errors
+from .recorder import PoolHandle
+
+#: Upper bound of a heartbeat probe's own timeout (the heartbeat interval if shorter).
+PROBE_TIMEOUT = 2.0
+
+
+def probe_timeout(interval: float) -> float:
+    """The timeout of one probe for a heartbeat every ``interval`` seconds."""
+    return min(PROBE_TIMEOUT, interval)
+
+
+class ConnInfo:
+    """What an adapter remembers about one physical connection."""
+
+    __slots__ = ("created", "held", "hint", "id")
+
+    def __init__(self, cid: str) -> None:
+        self.id = cid
+        self.created = time.monotonic()
+        self.held = False
+        #: A close reason the adapter already knows (e.g. "lost" after a failed probe).
+        self.hint: str | None = None
+
+
+class ConnIds:
+    """Short, stable connection ids ("c1", "c2", ...) keyed by ``id()`` of the raw connection.
+
+    Keys are ``id()`` ints, not the objects, so this never keeps a connection alive;
+    the adapter forgets a connection when it closes.
+    """
+
+    def __init__(self) -> None:
+        self.by_key: dict[int, ConnInfo] = {}
+        self._next = itertools.count(1)
+
+    def get(self, raw: Any) -> ConnInfo | None:
+        return self.by_key.get(id(raw))
+
+    def add(self, raw: Any) -> ConnInfo:
+        info = self.by_key.get(id(raw))
+        if info is None:
+            info = self.by_key[id(raw)] = ConnInfo(f"c{next(self._next)}")
+        return info
+
+    def forget(self, raw: Any) -> ConnInfo | None:
+        return self.by_key.pop(id(raw), None)
+
+
+def describe_error(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+
+
+def emit_connect(handle: PoolHandle, info: ConnInfo, duration: float) -> None:
+    handle.event("connect", conn=info.id, duration=duration)
+
+
+def emit_close(handle: PoolHandle, info: ConnInfo, reason: str, **extra: Any) -> None:
+    handle.event("close", conn=info.id, reason=reason, age=time.monotonic() - info.created, **extra)
+
+
+def emit_heartbeat(
+    handle: PoolHandle,
+    conn: str,
+    ok: bool | None,
+    latency: float | None,
+    error: str | None,
+    **extra: Any,
+) -> None:
+    handle.event("heartbeat", conn=conn, ok=ok, latency=latency, error=error, **extra)
+
+
+def emit_skipped(handle: PoolHandle, why: str = "no idle connection") -> None:
+    """A heartbeat that did not run because nothing was idle at once: said, not hidden."""
+    handle.event("heartbeat", conn="", ok=None, latency=None, error=None, skipped=True, why=why)
+
+
+def emit_gc_leak(handle: PoolHandle, info: ConnInfo) -> None:
+    """A connection garbage-collected while checked out: a proven leak, and its close."""
+    handle.event("leak", conn=info.id, proven=True)
+    emit_close(handle, info, "gc_leak")
+
+
+# -- heartbeat loops -------------------------------------------------------------------
+
+
+def start_async_heartbeat(
+    loop: asyncio.AbstractEventLoop,
+    interval: float,
+    tick: Callable[[], Awaitable[bool]],
+) -> Callable[[], None]:
+    """Run ``await tick()`` every ``interval`` seconds as a task on ``loop`` (the
+    application's loop, where the pool's connections live). ``tick`` returns False to
+    stop. Returns a function that cancels the task."""
+    holder: dict[str, asyncio.Task[None]] = {}
+
+    async def run() -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                if not await tick():
+                    return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                errors.report("heartbeat", exc)
+
+    def start() -> None:
+        # The loop keeps only a weak reference to tasks: hold it here.
+        holder["task"] = loop.create_task(run(), name="poolscope-heartbeat")
+
+    def stop() -> None:
+        task = holder.get("task")
+        if task is not None and not task.done():
+            loop.call_soon_threadsafe(task.cancel)
+
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        start()
+    else:
+        loop.call_soon_threadsafe(start)
+    return stop
+
+
+def start_thread_heartbeat(
+    name: str, interval: float, tick: Callable[[], bool]
+) -> Callable[[], None]:
+    """Call ``tick()`` every ``interval`` seconds on a daemon thread until it returns
+    False or the returned stop function is called."""
+    stopped = threading.Event()
+
+    def run() -> None:
+        while not stopped.wait(interval):
+            try:
+                if not tick():
+                    return
+            except Exception as exc:
+                errors.report("heartbeat", exc)
+
+    threading.Thread(target=run, name=f"poolscope-heartbeat-{name}", daemon=True).start()
+    return stopped.set

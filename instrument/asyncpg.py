@@ -1,0 +1,516 @@
+"""asyncpg adapter: a transparent proxy around ``asyncpg.Pool`` (which has ``__slots__``).
+
+    pool = ps.instrument(await asyncpg.create_pool(dsn), name="orders")
+    pool = await poolscope.instrument.asyncpg.create_pool(dsn, name="orders", heartbeat=5)
+
+What is hooked, and how:
+
+* ``acquire()`` (``async with`` and ``await`` forms), ``release()`` and the pool-level
+  ``execute``/``executemany``/``fetch*``/``copy_*`` (they acquire internally) go through
+  the proxy: a clock read before and after ``asyncpg.Pool.acquire`` and an append.
+  The proxy counts acquirers in flight: that is the ``waiting`` gauge.
+* ``acquire(timeout=...)`` expiring is a ``timeout`` event; the ``TimeoutError`` is
+  re-raised unchanged.
+* Connects: the pool's ``_connect`` slot (the function asyncpg calls to open a
+  connection) is wrapped to time it; every connection gets a termination listener
+  (``add_termination_listener``) that reports its ``close`` with a reason.
+* Gauges come from ``get_size()``/``get_idle_size()``/``get_min_size()``/
+  ``get_max_size()``.
+* Proven leaks: asyncpg keeps a strong reference to a checked-out connection proxy, so
+  an abandoned one is never garbage-collected; it stays checked out for ever. We see
+  that instead by reference count: a checked-out proxy referenced only by asyncpg's
+  own holder and connection can never be released by the application.
+
+Everything else (attribute access, ``close()``, ``terminate()``, ...) passes through.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+import weakref
+from typing import Any
+
+from . import errors
+from .adapters import (
+    ConnIds,
+    ConnInfo,
+    describe_error,
+    emit_close,
+    emit_connect,
+    emit_heartbeat,
+    emit_skipped,
+    probe_timeout,
+    start_async_heartbeat,
+)
+from .recorder import PoolHandle
+from .redact import target_from_dsn
+from .runtime import Runtime
+
+__all__ = ["InstrumentedPool", "create_pool", "instrument_asyncpg"]
+
+_current_task = asyncio.current_task
+_clock = time.perf_counter
+
+# References to a checked-out proxy held by asyncpg itself: the holder's ``_proxy``,
+# the connection's ``_proxy``, plus getrefcount's own argument.
+_INTERNAL_REFS = 3
+
+
+class _State:
+    """Per-pool bookkeeping shared by the proxy and the callbacks."""
+
+    def __init__(
+        self, pool: Any, handle: PoolHandle, heartbeat: float | None, runtime: Runtime
+    ) -> None:
+        self.runtime = runtime
+        self.pool = pool
+        self.handle = handle
+        self.heartbeat = heartbeat
+        self.ids = ConnIds()
+        self.waiting = 0
+        self.proven: set[int] = set()  # id() of proxies already reported as proven leaks
+        self.stop_heartbeat: Any = None
+
+    # -- connections ------------------------------------------------------------------
+    def track(self, raw: Any) -> ConnInfo:
+        """Give a raw ``asyncpg.Connection`` an id and watch for its end."""
+        info = self.ids.add(raw)
+        ref = weakref.ref(self)
+        key = id(raw)
+        generation = getattr(self.pool, "_generation", 0)
+
+        def on_terminated(_con: Any) -> None:
+            st = ref()
+            if st is not None:
+                st.closed(key, raw_ref, generation)
+
+        raw_ref = weakref.ref(raw)
+        try:
+            raw.add_termination_listener(on_terminated)
+        except Exception as exc:
+            errors.report("asyncpg termination listener", exc)
+        return info
+
+    def closed(self, key: int, raw_ref: Any, generation: int) -> None:
+        """A connection ended: say why, as best the pool's state tells."""
+        try:
+            info = self.ids.by_key.pop(key, None)
+            if info is None:
+                return
+            raw = raw_ref()
+            pool = self.pool
+            if info.hint is not None:
+                reason = info.hint
+            elif pool.is_closing():
+                reason = "closed"
+            elif raw is not None and getattr(raw, "_aborted", False):
+                # Terminated by asyncpg itself: the inactivity timer, or a failed reset.
+                reason = "invalid" if info.held else "idle_timeout"
+            elif generation != getattr(pool, "_generation", generation):
+                reason = "expired"
+            elif raw is not None and _queries(raw) >= getattr(pool, "_max_queries", 1 << 62):
+                reason = "lifetime"
+            else:
+                # Not closed by asyncpg, the pool or us: the server or network ended it.
+                reason = "lost"
+            h = self.handle
+            emit_close(h, info, reason)
+            if reason == "lost" and not info.held and self.heartbeat:
+                # asyncpg notices a closed socket at once, before any probe could: a
+                # passive health check that failed, reported as such.
+                emit_heartbeat(
+                    h, info.id, False, None, "connection lost (closed by server)", passive=True
+                )
+        except Exception as exc:
+            errors.report("asyncpg close", exc)
+
+    def adopt_existing(self) -> None:
+        """Track connections opened before we were attached (no connect event: not seen)."""
+        try:
+            for holder in list(getattr(self.pool, "_holders", ())):
+                raw = getattr(holder, "_con", None)
+                if raw is not None and self.ids.get(raw) is None and not raw.is_closed():
+                    self.track(raw)
+        except Exception as exc:
+            errors.report("asyncpg adopt", exc)
+
+    def stopped(self) -> None:
+        """The pool was closed: stop probing and polling."""
+        try:
+            if self.stop_heartbeat is not None:
+                self.stop_heartbeat()
+            self.runtime.unregister(self.handle)
+        except Exception as exc:
+            errors.report("asyncpg stop", exc)
+
+    def info_of(self, proxy: Any) -> ConnInfo | None:
+        raw = getattr(proxy, "_con", None)
+        if raw is None:
+            return None
+        info = self.ids.get(raw)
+        if info is None:
+            info = self.track(raw)  # opened before we were attached
+        return info
+
+    # -- gauges (background thread) ---------------------------------------------------
+    def gauges(self) -> dict[str, Any] | None:
+        pool = self.pool
+        if not getattr(pool, "_initialized", True) or getattr(pool, "_closed", False):
+            return None
+        size = pool.get_size()
+        idle = pool.get_idle_size()
+        if self.handle.leak_threshold:
+            self.find_unreachable()
+        return {
+            "size": size,
+            "idle": idle,
+            "in_use": size - idle,
+            "waiting": self.waiting,
+            "max": pool.get_max_size(),
+            "min": pool.get_min_size(),
+        }
+
+    def find_unreachable(self) -> None:
+        """Report checked-out proxies nothing but asyncpg references: proven leaks."""
+        for holder in list(getattr(self.pool, "_holders", ())):
+            proxy = getattr(holder, "_proxy", None)
+            if proxy is None or id(proxy) in self.proven:
+                continue
+            # Three references: holder._proxy, con._proxy, getrefcount's argument;
+            # our local ``proxy`` makes four.
+            if sys.getrefcount(proxy) > _INTERNAL_REFS + 1:
+                continue
+            raw = getattr(proxy, "_con", None)
+            if raw is None or getattr(holder, "_proxy", None) is not proxy:
+                continue  # released meanwhile
+            info = self.ids.get(raw)
+            if info is None:
+                continue
+            self.proven.add(id(proxy))
+            self.handle.event("leak", conn=info.id, proven=True, unreachable=True)
+
+    # -- heartbeat (application's loop) -----------------------------------------------
+    async def probe(self) -> bool:
+        pool = self.pool
+        if getattr(pool, "_closed", False) or pool.is_closing():
+            return False
+        if not getattr(pool, "_initialized", False):
+            return True
+        h = self.handle
+        assert self.heartbeat is not None
+        limit = probe_timeout(self.heartbeat)
+        # Only when a connection is idle right now and nobody waits: then asyncpg's
+        # queue hands it over without suspending, so the probe never waits for a slot.
+        if pool.get_idle_size() == 0 or self.waiting:
+            emit_skipped(h)
+            return True
+        con = await pool.acquire(timeout=limit)
+        info = self.info_of(con)
+        cid = info.id if info is not None else ""
+        t0 = _clock()
+        try:
+            await con.fetchval("SELECT 1", timeout=limit)
+        except Exception as exc:
+            emit_heartbeat(h, cid, False, _clock() - t0, describe_error(exc))
+            if info is not None:
+                info.hint = "lost"
+            con.terminate()  # returns the holder to the pool, closed
+            return True
+        finally:
+            if getattr(con, "_con", None) is not None:
+                await pool.release(con)
+        emit_heartbeat(h, cid, True, _clock() - t0, None)
+        return True
+
+
+def _queries(raw: Any) -> int:
+    proto = getattr(raw, "_protocol", None)
+    return int(getattr(proto, "queries_count", 0)) if proto is not None else 0
+
+
+class _AcquireContext:
+    """What ``InstrumentedPool.acquire()`` returns: ``async with`` or ``await``."""
+
+    __slots__ = ("_conn", "_done", "_pool", "_timeout")
+
+    def __init__(self, pool: InstrumentedPool, timeout: float | None) -> None:
+        self._pool = pool
+        self._timeout = timeout
+        self._conn: Any = None
+        self._done = False
+
+    async def __aenter__(self) -> Any:
+        if self._conn is not None or self._done:
+            # Same error as asyncpg's own context.
+            from asyncpg import exceptions
+
+            raise exceptions.InterfaceError("a connection is already acquired")
+        self._conn = await self._pool._ps_acquire(self._timeout)
+        return self._conn
+
+    async def __aexit__(self, *exc: object) -> None:
+        self._done = True
+        con = self._conn
+        self._conn = None
+        await self._pool.release(con)
+
+    def __await__(self) -> Any:
+        self._done = True
+        return self._pool._ps_acquire(self._timeout).__await__()
+
+
+class InstrumentedPool:
+    """A transparent proxy for an ``asyncpg.Pool``; ``isinstance(p, asyncpg.Pool)`` holds."""
+
+    __slots__ = ("__weakref__", "_ps_pool", "_ps_state")
+    _ps_pool: Any
+    _ps_state: _State
+
+    def __init__(self, pool: Any, state: _State) -> None:
+        object.__setattr__(self, "_ps_pool", pool)
+        object.__setattr__(self, "_ps_state", state)
+
+    # Transparency: isinstance() and attribute access see the real pool.
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type(self._ps_pool)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._ps_pool, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._ps_pool, name, value)
+
+    def __repr__(self) -> str:
+        return f"<poolscope {self._ps_state.handle.name!r} {self._ps_pool!r}>"
+
+    @property
+    def poolscope_handle(self) -> PoolHandle:
+        return self._ps_state.handle
+
+    # -- acquire / release (the hot path) ----------------------------------------------
+    def acquire(self, *, timeout: float | None = None) -> _AcquireContext:
+        return _AcquireContext(self, timeout)
+
+    async def _ps_acquire(self, timeout: float | None) -> Any:
+        st = self._ps_state
+        start = _clock()
+        st.waiting += 1
+        try:
+            con = await self._ps_pool.acquire(timeout=timeout)
+        except asyncio.TimeoutError:
+            st.waiting -= 1
+            self._ps_timeout(start, timeout)
+            raise
+        except BaseException as exc:
+            st.waiting -= 1
+            self._ps_failed(exc)
+            raise
+        st.waiting -= 1
+        try:
+            h = st.handle
+            raw = con._con
+            info = st.ids.by_key.get(id(raw)) or st.track(raw)
+            info.held = True
+            h.acquired(info.id, _clock() - start, h.capture_site(), _current_task())
+        except Exception as exc:
+            errors.report("asyncpg acquire", exc)
+        return con
+
+    def _ps_timeout(self, start: float, timeout: float | None) -> None:
+        try:
+            pool = self._ps_pool
+            waited = _clock() - start
+            msg = (
+                f"asyncpg: no connection within {timeout}s (size {pool.get_size()}/"
+                f"{pool.get_max_size()}, idle {pool.get_idle_size()}, "
+                f"{self._ps_state.waiting} waiting)"
+            )
+            self._ps_state.handle.event("timeout", wait=waited, error=msg)
+        except Exception as exc:
+            errors.report("asyncpg timeout", exc)
+
+    def _ps_failed(self, exc: BaseException) -> None:
+        if isinstance(exc, Exception):
+            self._ps_state.handle.event("acquire_error", error=describe_error(exc))
+
+    async def release(self, connection: Any, *, timeout: float | None = None) -> None:
+        st = self._ps_state
+        try:
+            raw = getattr(connection, "_con", None)
+            info = st.ids.by_key.get(id(raw)) if raw is not None else None
+            if info is not None and info.held:
+                info.held = False
+                st.handle.released(info.id)
+        except Exception as exc:
+            errors.report("asyncpg release", exc)
+        return await self._ps_pool.release(connection, timeout=timeout)  # type: ignore[no-any-return]
+
+    # -- pool-level queries: asyncpg acquires internally, so do it through the proxy ---
+    async def execute(self, query: str, *args: Any, timeout: float | None = None) -> Any:
+        async with self.acquire() as con:
+            return await con.execute(query, *args, timeout=timeout)
+
+    async def executemany(self, command: str, args: Any, *, timeout: float | None = None) -> Any:
+        async with self.acquire() as con:
+            return await con.executemany(command, args, timeout=timeout)
+
+    async def fetch(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as con:
+            return await con.fetch(query, *args, **kwargs)
+
+    async def fetchval(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as con:
+            return await con.fetchval(query, *args, **kwargs)
+
+    async def fetchrow(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as con:
+            return await con.fetchrow(query, *args, **kwargs)
+
+    async def fetchmany(self, query: str, args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as con:
+            return await con.fetchmany(query, args, **kwargs)
+
+    async def copy_from_table(self, table_name: str, **kwargs: Any) -> Any:
+        async with self.acquire() as con:
+            return await con.copy_from_table(table_name, **kwargs)
+
+    async def copy_from_query(self, query: str, *args: Any, **kwargs: Any) -> Any:
+        async with self.acquire() as con:
+            return await con.copy_from_query(query, *args, **kwargs)
+
+    async def copy_to_table(self, table_name: str, **kwargs: Any) -> Any:
+        async with self.acquire() as con:
+            return await con.copy_to_table(table_name, **kwargs)
+
+    async def copy_records_to_table(self, table_name: str, **kwargs: Any) -> Any:
+        async with self.acquire() as con:
+            return await con.copy_records_to_table(table_name, **kwargs)
+
+    # -- lifecycle: pass through, but hand back the proxy ---------------------------
+    def __await__(self) -> Any:
+        return self._ps_init().__await__()
+
+    async def _ps_init(self) -> InstrumentedPool:
+        await self._ps_pool
+        self._ps_state.adopt_existing()
+        return self
+
+    async def __aenter__(self) -> InstrumentedPool:
+        return await self._ps_init()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        try:
+            await self._ps_pool.close()
+        finally:
+            self._ps_state.stopped()
+
+    def terminate(self) -> None:
+        try:
+            self._ps_pool.terminate()
+        finally:
+            self._ps_state.stopped()
+
+
+def _wrap_connect(st: _State) -> None:
+    """Time connects: wrap the function asyncpg.Pool calls to open one (its ``_connect``)."""
+    pool = st.pool
+    original = getattr(pool, "_connect", None)
+    if original is None or getattr(original, "_poolscope", False):
+        return
+
+    async def connect(*args: Any, **kwargs: Any) -> Any:
+        t0 = _clock()
+        try:
+            con = await original(*args, **kwargs)
+        except Exception as exc:
+            st.handle.event("connect_error", error=describe_error(exc), duration=_clock() - t0)
+            raise
+        try:
+            emit_connect(st.handle, st.track(con), _clock() - t0)
+        except Exception as exc:
+            errors.report("asyncpg connect", exc)
+        return con
+
+    connect._poolscope = True  # type: ignore[attr-defined]
+    pool._connect = connect
+
+
+def _target(pool: Any) -> str:
+    args = getattr(pool, "_connect_args", ()) or ()
+    kwargs = getattr(pool, "_connect_kwargs", {}) or {}
+    dsn = args[0] if args and isinstance(args[0], str) else kwargs.get("dsn")
+    return target_from_dsn(
+        dsn, host=kwargs.get("host"), port=kwargs.get("port"), database=kwargs.get("database")
+    )
+
+
+def instrument_asyncpg(
+    obj: Any,
+    runtime: Runtime,
+    *,
+    name: str | None,
+    leak_threshold: float | None,
+    heartbeat: float | None,
+) -> InstrumentedPool:
+    """Instrument an ``asyncpg.Pool`` (initialised or not); returns the proxy to use."""
+    if isinstance(obj, InstrumentedPool) or type(obj) is InstrumentedPool:
+        return obj
+    pool = obj
+    config = {
+        "min": pool.get_min_size(),
+        "max": pool.get_max_size(),
+        "max_queries": getattr(pool, "_max_queries", None),
+        "max_inactive_connection_lifetime": getattr(
+            pool, "_max_inactive_connection_lifetime", None
+        ),
+    }
+    state_box: list[_State] = []
+    handle = PoolHandle(
+        runtime.recorder,
+        name or "asyncpg",
+        "asyncpg",
+        leak_threshold=leak_threshold,
+        heartbeat=heartbeat,
+        target=_target(pool),
+        config=config,
+        gauges=lambda: state_box[0].gauges(),
+    )
+    st = _State(pool, handle, heartbeat, runtime)
+    state_box.append(st)
+    runtime.register(handle)
+    _wrap_connect(st)
+    st.adopt_existing()
+    if heartbeat:
+        loop = getattr(pool, "_loop", None)
+        if loop is None:
+            loop = asyncio.get_event_loop()
+        st.stop_heartbeat = start_async_heartbeat(loop, heartbeat, st.probe)
+    return InstrumentedPool(pool, st)
+
+
+def create_pool(
+    dsn: str | None = None,
+    *,
+    name: str | None = None,
+    leak_threshold: float | None = 30.0,
+    heartbeat: float | None = None,
+    listen: Any = None,
+    **kwargs: Any,
+) -> InstrumentedPool:
+    """``asyncpg.create_pool`` plus poolscope's arguments; ``await`` it (or ``async with``)
+    exactly like asyncpg's: ``pool = await create_pool(dsn, name="orders")``."""
+    import asyncpg
+
+    from . import instrument
+
+    pool = asyncpg.create_pool(dsn, **kwargs)
+    result: InstrumentedPool = instrument(
+        pool, name=name, leak_threshold=leak_threshold, heartbeat=heartbeat, listen=listen
+    )
+    return result
