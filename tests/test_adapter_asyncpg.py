@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import json
+import pathlib
 import time
 from typing import Any
 
@@ -89,7 +90,7 @@ async def test_contention_wait_covers_the_blockers_hold(
         assert pool._ps_state.waiting == 1  # the proxy counts the blocked acquirer
         await asyncio.gather(b, w)
         acquires = await until(lambda: len(of(events, "acquire")) >= 2 and of(events, "acquire"))
-        waited = [e for e in acquires if e["task"] == "waiter"][0]["wait"]
+        waited = next(e for e in acquires if e["task"] == "waiter")["wait"]
         blocked_for = marks["released"] - marks["started"]
         assert waited >= blocked_for - 0.005, (waited, blocked_for)
         assert waited >= 0.25
@@ -134,7 +135,7 @@ async def leaky(pool: Any) -> Any:
 async def test_leak_site_unleak_and_proven(fresh_runtime: Runtime, pg_dsn: str) -> None:
     events = capture(fresh_runtime)
     pool = await make_pool(pg_dsn, "leaky", max_size=3, leak_threshold=0.3)
-    src = open(__file__, encoding="utf-8").read().splitlines()
+    src = pathlib.Path(__file__).read_text(encoding="utf-8").splitlines()
     line = next(i for i, t in enumerate(src, 1) if t.strip().endswith("# LEAK-SITE"))
     try:
         con = await asyncio.create_task(leaky(pool), name="leaker")
