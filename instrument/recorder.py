@@ -122,15 +122,18 @@ class PoolHandle:
     def event(self, etype: str, **fields: Any) -> None:
         """Record a non-hot event (wall-clock time, dict form)."""
         try:
-            fields["type"] = etype
-            fields["t"] = time.time()
-            fields["pool"] = self.name
-            self.recorder.append(fields)
+            # type, t and pool first, as every other event is laid out on the wire.
+            ev = {"type": etype, "t": time.time(), "pool": self.name}
+            ev.update(fields)
+            self.recorder.append(ev)
         except Exception as exc:
             errors.report("event", exc)
 
     def describe(self) -> dict[str, Any]:
         """The ``pool`` event for this pool."""
-        config = {"leak_threshold": self.leak_threshold, "heartbeat": self.heartbeat}
-        config.update(self.config)
+        # The effective leak threshold and heartbeat win over the pool's own settings
+        # (a reference pool says None for those it leaves to poolscope).
+        config = dict(self.config)
+        config["leak_threshold"] = self.leak_threshold
+        config["heartbeat"] = self.heartbeat
         return {"pool": self.name, "kind": self.kind, "config": config, "target": self.target}

@@ -210,6 +210,10 @@ class StreamServer:
                 await ob.wake.wait()
                 ob.wake.clear()
                 while ob.queue:
+                    if ob.closed or w.is_closing():
+                        # Closed meanwhile (by the server at exit, or the peer left):
+                        # writing now would only log asyncio's "socket.send()" noise.
+                        return
                     batch: list[bytes] = []
                     if ob.dropped:
                         n, ob.dropped = ob.dropped, 0
