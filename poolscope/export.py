@@ -56,6 +56,11 @@ class Target:
     changed: float = field(default_factory=time.time)
 
     @property
+    def error(self) -> str:
+        """Why it is not up: the client's latest error (it keeps retrying)."""
+        return self.client.stats.last_error or self.last_error
+
+    @property
     def up(self) -> bool:
         return self.state is not None and self.synced
 
@@ -158,7 +163,7 @@ class Exporter:
                     "endpoint": str(t.endpoint),
                     "up": t.up,
                     "since": t.changed,
-                    **({"error": t.last_error} if not t.up and t.last_error else {}),
+                    **({"error": t.error} if not t.up and t.error else {}),
                     **(t.labels() if t.up else {}),
                 }
                 for t in self.targets
