@@ -9,6 +9,7 @@ description and a test keeps the two in step.
 from __future__ import annotations
 
 import json
+import json.encoder as _json_encoder
 import math
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -77,10 +78,30 @@ def _jsonable(value: Any) -> Any:
     return str(value)
 
 
+# Built once: ``json.dumps`` with keyword arguments constructs an encoder per call,
+# which cost several times the encoding itself on the stream's per-event path. The C
+# encoder without a circular-reference check is stateless, so one serves all threads.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), allow_nan=False, default=_jsonable)
+_c_make_encoder: Any = getattr(_json_encoder, "c_make_encoder", None)
+_c_encode: Any = (
+    _c_make_encoder(
+        None, _jsonable, _json_encoder.encode_basestring_ascii, None, ":", ",", False, False, False
+    )
+    if _c_make_encoder is not None
+    else None
+)
+
+
+def _dumps(value: Any) -> str:
+    if _c_encode is None:
+        return _ENCODER.encode(value)
+    return "".join(_c_encode(value, 0))
+
+
 def encode(event: Event) -> bytes:
     """One event as one NDJSON line (with its newline)."""
     try:
-        text = json.dumps(event, separators=(",", ":"), allow_nan=False, default=_jsonable)
+        text = _dumps(event)
     except ValueError:
         text = json.dumps(_scrub(event), separators=(",", ":"), default=_jsonable)
     return text.encode("utf-8") + b"\n"
