@@ -1,9 +1,16 @@
-"""Adapter for poolscope's own reference pool, which emits its events natively."""
+"""Adapter for poolscope's own reference pool, which emits its events natively.
+
+The pool calls the handle itself (``acquired``/``released`` on its hot path,
+``event`` for every other decision); this adapter only wires the handle in,
+reads the gauges from ``pool.stats()`` and, when ``instrument(heartbeat=...)``
+asks for a heartbeat the pool does not run yet, turns the pool's own on.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
+from . import errors
 from .recorder import PoolHandle
 from .runtime import Runtime
 
@@ -17,6 +24,15 @@ def instrument_reference(
     heartbeat: float | None,
 ) -> Any:
     threshold = pool.leak_threshold if pool.leak_threshold is not None else leak_threshold
+    if (
+        heartbeat is not None
+        and getattr(pool, "heartbeat_interval", None) is None
+        and getattr(pool, "ping", None) is not None
+    ):
+        try:
+            pool.enable_heartbeat(heartbeat)
+        except Exception as exc:
+            errors.report("reference heartbeat", exc)
 
     def gauges() -> dict[str, Any]:
         s = pool.stats()
@@ -29,14 +45,15 @@ def instrument_reference(
             "min": s.get("min_size", 0),
         }
 
+    config = pool.config()
     handle = PoolHandle(
         runtime.recorder,
         name or pool.name,
         "poolscope",
         leak_threshold=threshold,
-        heartbeat=heartbeat if heartbeat is not None else pool.config().get("heartbeat"),
+        heartbeat=config.get("heartbeat"),
         target=getattr(pool, "target", ""),
-        config=pool.config(),
+        config=config,
         gauges=gauges,
     )
     runtime.register(handle)

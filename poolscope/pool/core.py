@@ -773,7 +773,7 @@ class Pool(Generic[C]):
             rec.id,
             held,
         )
-        self._emit("leak", conn=str(rec.id), held=held, proven=True, stack=[], task="")
+        self._emit("leak", conn=str(rec.id), held=held, proven=True)  # runtime adds the site
         self._retire(rec, "gc_leak")
         self._check_drained()
 
