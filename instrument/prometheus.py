@@ -5,8 +5,9 @@
     # or: from poolscope.instrument.prometheus import register; register(my_registry)
 
 An application that already serves ``/metrics`` with prometheus_client gets the
-pool metrics there, with no new port. This module imports prometheus_client, so
-``poolscope.instrument`` imports it only when Prometheus export is asked for.
+pool metrics there, with no new port. Even this module imports only the standard
+library: prometheus_client is imported by :func:`register`, when Prometheus
+export is asked for.
 """
 
 from __future__ import annotations
@@ -15,14 +16,15 @@ import concurrent.futures
 import logging
 import threading
 from collections.abc import Iterator
-from typing import Any
-
-from prometheus_client.registry import REGISTRY, CollectorRegistry
+from typing import TYPE_CHECKING, Any
 
 from poolscope.metrics import Family, Source, families, to_client
 
 from . import errors
 from .runtime import Runtime, get_runtime
+
+if TYPE_CHECKING:
+    from prometheus_client.registry import CollectorRegistry
 
 __all__ = ["PoolscopeCollector", "register", "unregister"]
 
@@ -98,6 +100,8 @@ def register(registry: CollectorRegistry | None = None) -> PoolscopeCollector:
     Idempotent: a second call for the same registry returns the collector already
     registered. A clash with another collector's names is logged, not raised.
     """
+    from prometheus_client.registry import REGISTRY
+
     reg = REGISTRY if registry is None else registry
     with _lock:
         existing = _registered.get(id(reg))
@@ -115,6 +119,8 @@ def register(registry: CollectorRegistry | None = None) -> PoolscopeCollector:
 
 def unregister(registry: CollectorRegistry | None = None) -> None:
     """Remove the poolscope collector from ``registry`` (default the global one)."""
+    from prometheus_client.registry import REGISTRY
+
     reg = REGISTRY if registry is None else registry
     with _lock:
         existing = _registered.pop(id(reg), None)

@@ -134,6 +134,8 @@ def test_prometheus_client_is_imported_only_when_asked() -> None:
         "import poolscope.instrument\n"
         "assert 'prometheus_client' not in sys.modules, 'eager prometheus_client'\n"
         "from poolscope.instrument.prometheus import register\n"
+        "assert 'prometheus_client' not in sys.modules, 'eager in the collector module'\n"
+        "register()\n"
         "assert 'prometheus_client' in sys.modules\n"
         "assert 'aiohttp' not in sys.modules, 'aiohttp in the app'\n"
     )
