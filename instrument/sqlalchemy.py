@@ -1,0 +1,434 @@
+"""SQLAlchemy 2.x adapter: ``Engine``, ``AsyncEngine`` (through ``sync_engine``) and ``Pool``.
+
+Hooked in place (the same object is returned):
+
+* pool events ``checkout``/``checkin`` (the hot path), ``invalidate``,
+  ``soft_invalidate``, ``close``, ``detach``, ``close_detached``, ``reset``;
+* ``pool._do_get`` (the pool's own get: where QueuePool blocks and raises
+  "QueuePool limit of size N overflow M reached") is wrapped on the instance to
+  measure the wait, count waiters and see timeouts;
+* ``pool._invoke_creator`` (what a connection record calls to open a DBAPI
+  connection) is wrapped to time connects;
+* ``dialect._do_ping_w_event`` (``pool_pre_ping``) is wrapped on the engine's dialect
+  instance: a failed pre-ping is a heartbeat failure and the connection is ``lost``.
+
+Gauges: ``checkedout()``/``checkedin()`` for queue pools (open = in + out, since
+``overflow()`` is negative until the pool fills); NullPool, StaticPool and
+SingletonThreadPool keep no counts worth the name, so in-use comes from our own
+checkout/checkin count there.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from typing import Any
+
+from . import errors
+from .adapters import (
+    ConnIds,
+    ConnInfo,
+    describe_error,
+    emit_close,
+    emit_connect,
+    emit_heartbeat,
+    emit_skipped,
+    start_async_heartbeat,
+    start_thread_heartbeat,
+)
+from .recorder import PoolHandle
+from .redact import target
+from .runtime import Runtime
+
+__all__ = ["instrument_sqlalchemy"]
+
+_clock = time.perf_counter
+_get_running_loop = asyncio._get_running_loop
+_current_task = asyncio.current_task
+_get_ident = threading.get_ident
+
+
+def _holder() -> Any:
+    # Under AsyncEngine the pool runs in a greenlet inside the application's task.
+    if _get_running_loop() is not None:
+        return _current_task()
+    return _get_ident()
+
+
+class _State:
+    def __init__(self, pool: Any, handle: PoolHandle, runtime: Runtime) -> None:
+        self.pool = pool
+        self.handle = handle
+        self.runtime = runtime
+        self.ids = ConnIds()
+        self.waiting = 0
+        self.held = 0
+        self.waits: dict[int, float] = {}  # id(record) -> wait measured in _do_get
+        self.fairies: dict[int, Any] = {}  # id(dbapi conn) -> weakref to the checked-out fairy
+        self.queue_pool = hasattr(pool, "checkedout") and hasattr(pool, "_pool")
+
+    # -- events ---------------------------------------------------------------------
+    def on_checkout(self, dbapi_con: Any, rec: Any, fairy: Any) -> None:
+        try:
+            info = self.ids.get(dbapi_con) or self.ids.add(dbapi_con)
+            info.held = True
+            self.held += 1
+            wait = self.waits.pop(id(rec), 0.0)
+            h = self.handle
+            h.acquired(info.id, wait, h.capture_site(), _holder())
+            self.fairies[id(dbapi_con)] = weakref.ref(fairy, self._fairy_gone(dbapi_con, info))
+        except Exception as exc:
+            errors.report("sqlalchemy checkout", exc)
+
+    def _fairy_gone(self, dbapi_con: Any, info: ConnInfo) -> Any:
+        key = id(dbapi_con)
+
+        def gone(_ref: Any) -> None:
+            # The application dropped a connection it never checked in.
+            if info.held and self.fairies.get(key) is _ref:
+                self.proven(info)
+
+        return gone
+
+    def proven(self, info: ConnInfo) -> None:
+        if info.hint != "gc":
+            info.hint = "gc"
+            self.handle.event("leak", conn=info.id, proven=True)
+
+    def on_checkin(self, dbapi_con: Any, rec: Any) -> None:
+        try:
+            if dbapi_con is None:
+                return
+            info = self.ids.get(dbapi_con)
+            if info is None or not info.held:
+                return
+            ref = self.fairies.pop(id(dbapi_con), None)
+            if ref is not None and ref() is None:
+                self.proven(info)  # checked in by SQLAlchemy's garbage-collection hook
+            info.held = False
+            self.held -= 1
+            if info.hint == "gc":
+                info.hint = None
+            self.handle.released(info.id)
+        except Exception as exc:
+            errors.report("sqlalchemy checkin", exc)
+
+    def on_invalidate(self, dbapi_con: Any, rec: Any, exc: BaseException | None) -> None:
+        info = self.ids.get(dbapi_con) if dbapi_con is not None else None
+        if info is not None and info.hint is None:
+            info.hint = "lost" if exc is not None and _is_disconnect(exc) else "invalid"
+
+    def on_soft_invalidate(self, dbapi_con: Any, rec: Any, exc: BaseException | None) -> None:
+        info = self.ids.get(dbapi_con) if dbapi_con is not None else None
+        if info is not None and info.hint is None:
+            info.hint = "invalid"
+
+    def on_close(self, dbapi_con: Any, rec: Any) -> None:
+        self._closed(dbapi_con, None)
+
+    def on_detach(self, dbapi_con: Any, rec: Any) -> None:
+        self._closed(dbapi_con, "detached")
+
+    def on_close_detached(self, dbapi_con: Any) -> None:
+        self._closed(dbapi_con, None)
+
+    def _closed(self, dbapi_con: Any, reason: str | None) -> None:
+        try:
+            info = self.ids.forget(dbapi_con)
+            if info is None:
+                return
+            if info.held:
+                info.held = False
+                self.held -= 1
+            self.fairies.pop(id(dbapi_con), None)
+            if reason is None:
+                if info.hint == "gc":
+                    reason = "gc_leak"
+                elif info.hint is not None:
+                    reason = info.hint
+                elif not self.queue_pool and type(self.pool).__name__ == "NullPool":
+                    reason = "returned"  # NullPool closes every connection on checkin
+                else:
+                    reason = "closed"
+            emit_close(self.handle, info, reason)
+        except Exception as exc:
+            errors.report("sqlalchemy close", exc)
+
+    # -- gauges (background thread) ----------------------------------------------------
+    def gauges(self) -> dict[str, Any]:
+        pool = self.pool
+        if self.queue_pool:
+            out_ = pool.checkedout()
+            in_ = pool.checkedin()
+            size = pool.size()
+            overflow = getattr(pool, "_max_overflow", 0)
+            mx = size + overflow if overflow >= 0 else 0
+            return {
+                "size": in_ + out_,
+                "idle": in_,
+                "in_use": out_,
+                "waiting": self.waiting,
+                "max": mx,
+                "min": 0,
+                "overflow": pool.overflow(),
+            }
+        held = max(self.held, 0)
+        kind = type(pool).__name__
+        if kind == "StaticPool":
+            size = 1 if getattr(pool, "connection", None) is not None else 0
+        elif kind == "SingletonThreadPool":
+            size = len(getattr(pool, "_all_conns", ()))
+        else:  # NullPool and anything else: only the connections checked out exist
+            size = held
+        size = max(size, held)
+        return {
+            "size": size,
+            "idle": size - held,
+            "in_use": held,
+            "waiting": self.waiting,
+            "max": 0,
+            "min": 0,
+        }
+
+    # -- heartbeat -------------------------------------------------------------------
+    def probe(self) -> bool:
+        """One probe of an idle connection, if the pool has one at once (sync code: runs
+        on the heartbeat thread, or in a greenlet on the application's loop)."""
+        import queue as std_queue
+
+        pool = self.pool
+        h = self.handle
+        if not self.queue_pool:
+            emit_skipped(h, f"{type(pool).__name__} keeps no idle connections to probe")
+            return True
+        if self.waiting or pool.checkedin() == 0:
+            emit_skipped(h)
+            return True
+        try:
+            rec = pool._pool.get(False)  # never blocks: an idle record or Empty
+        except std_queue.Empty:
+            emit_skipped(h)
+            return True
+        except Exception as exc:  # sqlalchemy's own queue raises its own Empty
+            if type(exc).__name__ == "Empty":
+                emit_skipped(h)
+                return True
+            raise
+        try:
+            dbapi_con = rec.dbapi_connection
+            if dbapi_con is None:
+                return True
+            info = self.ids.get(dbapi_con)
+            cid = info.id if info is not None else ""
+            t0 = _clock()
+            try:
+                ok = _ping(pool, dbapi_con)
+                err = None if ok else "ping returned false"
+            except Exception as exc:
+                ok, err = False, describe_error(exc)
+            latency = _clock() - t0
+            emit_heartbeat(h, cid, bool(ok), latency, err)
+            if not ok:
+                if info is not None:
+                    info.hint = "lost"
+                rec.invalidate(Exception(err or "heartbeat failed"))
+        finally:
+            pool._do_return_conn(rec)
+        return True
+
+
+def _ping(pool: Any, dbapi_con: Any) -> bool:
+    do_ping = getattr(pool._dialect, "do_ping", None)
+    if do_ping is not None:
+        return bool(do_ping(dbapi_con))
+    cur = dbapi_con.cursor()  # a bare Pool has no dialect: plain DBAPI
+    try:
+        cur.execute("SELECT 1")
+    finally:
+        cur.close()
+    return True
+
+
+def _is_disconnect(exc: BaseException) -> bool:
+    text = f"{type(exc).__name__} {exc}".lower()
+    return any(
+        w in text for w in ("disconnect", "closed", "terminat", "lost", "broken", "reset", "ping")
+    )
+
+
+def _wrap_do_get(st: _State) -> None:
+    """Measure the wait and see timeouts around the pool's own get (``pool._do_get``)."""
+    pool = st.pool
+    original = pool._do_get
+    if getattr(original, "_poolscope", False):
+        return
+    from sqlalchemy import exc as sa_exc
+
+    timeout_error = sa_exc.TimeoutError
+
+    def _do_get() -> Any:
+        start = _clock()
+        st.waiting += 1
+        try:
+            rec = original()
+        except timeout_error as exc:
+            st.waiting -= 1
+            st.handle.event("timeout", wait=_clock() - start, error=describe_error(exc))
+            raise
+        except BaseException:
+            st.waiting -= 1
+            raise
+        st.waiting -= 1
+        st.waits[id(rec)] = _clock() - start
+        return rec
+
+    _do_get._poolscope = True  # type: ignore[attr-defined]
+    pool._do_get = _do_get
+
+
+def _wrap_creator(st: _State) -> None:
+    pool = st.pool
+    original = getattr(pool, "_invoke_creator", None)
+    if original is None or getattr(original, "_poolscope", False):
+        return
+
+    def invoke_creator(rec: Any) -> Any:
+        t0 = _clock()
+        try:
+            con = original(rec)
+        except Exception as exc:
+            st.handle.event("connect_error", error=describe_error(exc), duration=_clock() - t0)
+            raise
+        try:
+            emit_connect(st.handle, st.ids.add(con), _clock() - t0)
+        except Exception as exc:
+            errors.report("sqlalchemy connect", exc)
+        return con
+
+    invoke_creator._poolscope = True  # type: ignore[attr-defined]
+    pool._invoke_creator = invoke_creator
+
+
+def _wrap_pre_ping(st: _State) -> None:
+    dialect = getattr(st.pool, "_dialect", None)
+    original = getattr(dialect, "_do_ping_w_event", None)
+    if original is None or getattr(original, "_poolscope", False):
+        return
+
+    def do_ping_w_event(dbapi_con: Any) -> bool:
+        t0 = _clock()
+        try:
+            ok = bool(original(dbapi_con))
+            err = None if ok else "pre-ping failed"
+        except Exception as exc:
+            ok, err = False, describe_error(exc)
+            _pre_ping_failed(st, dbapi_con, t0, err)
+            raise
+        if not ok:
+            _pre_ping_failed(st, dbapi_con, t0, err)
+        return ok
+
+    do_ping_w_event._poolscope = True  # type: ignore[attr-defined]
+    try:
+        dialect._do_ping_w_event = do_ping_w_event  # type: ignore[union-attr]
+    except Exception as exc:
+        errors.report("sqlalchemy pre-ping", exc)
+
+
+def _pre_ping_failed(st: _State, dbapi_con: Any, t0: float, err: str | None) -> None:
+    # Successful pre-pings happen on every checkout: only failures are reported.
+    info = st.ids.get(dbapi_con)
+    if info is not None:
+        info.hint = "lost"
+    emit_heartbeat(st.handle, info.id if info else "", False, _clock() - t0, err, pre_ping=True)
+
+
+def _target(engine: Any) -> str:
+    url = getattr(engine, "url", None)
+    if url is None:
+        return ""
+    if url.host or url.port:
+        return target(url.host, url.port, url.database)
+    return f"{url.get_backend_name()}:{url.database or ''}"
+
+
+def instrument_sqlalchemy(
+    obj: Any,
+    runtime: Runtime,
+    *,
+    name: str | None,
+    leak_threshold: float | None,
+    heartbeat: float | None,
+) -> Any:
+    """Instrument an Engine, AsyncEngine or Pool in place; returns the same object."""
+    from sqlalchemy import event
+
+    engine = getattr(obj, "sync_engine", None) or (obj if hasattr(obj, "pool") else None)
+    pool = engine.pool if engine is not None else obj
+    is_async = hasattr(obj, "sync_engine") or bool(
+        getattr(getattr(pool, "_dialect", None), "is_async", False)
+    )
+    config: dict[str, Any] = {"pool_class": type(pool).__name__}
+    if hasattr(pool, "size") and hasattr(pool, "_max_overflow"):
+        config.update(
+            min=0,
+            max=pool.size() + max(pool._max_overflow, 0),
+            size=pool.size(),
+            max_overflow=pool._max_overflow,
+            timeout=getattr(pool, "_timeout", None),
+        )
+    config["pre_ping"] = bool(getattr(pool, "_pre_ping", False))
+    config["recycle"] = getattr(pool, "_recycle", None)
+    box: list[_State] = []
+    handle = PoolHandle(
+        runtime.recorder,
+        name
+        or (engine.url.database if engine is not None and engine.url.database else "sqlalchemy"),
+        "sqlalchemy",
+        leak_threshold=leak_threshold,
+        heartbeat=heartbeat,
+        target=_target(engine) if engine is not None else "",
+        config=config,
+        gauges=lambda: box[0].gauges(),
+    )
+    st = _State(pool, handle, runtime)
+    box.append(st)
+    runtime.register(handle)
+    for ev, fn in (
+        ("checkout", st.on_checkout),
+        ("checkin", st.on_checkin),
+        ("invalidate", st.on_invalidate),
+        ("soft_invalidate", st.on_soft_invalidate),
+        ("close", st.on_close),
+        ("detach", st.on_detach),
+        ("close_detached", st.on_close_detached),
+    ):
+        event.listen(pool, ev, fn)
+    _wrap_do_get(st)
+    _wrap_creator(st)
+    _wrap_pre_ping(st)
+    if heartbeat:
+        if is_async:
+            _start_async(st, heartbeat)
+        else:
+            start_thread_heartbeat(handle.name, heartbeat, st.probe)
+    return obj
+
+
+def _start_async(st: _State, interval: float) -> None:
+    """Probe on the application's loop, in a greenlet as SQLAlchemy's async pools need."""
+    from sqlalchemy.util import greenlet_spawn
+
+    loop = _get_running_loop()
+    if loop is None:
+        errors.report(
+            "sqlalchemy heartbeat", RuntimeError("AsyncEngine heartbeat needs a running loop")
+        )
+        return
+
+    async def tick() -> bool:
+        return bool(await greenlet_spawn(st.probe))
+
+    start_async_heartbeat(loop, interval, tick)
