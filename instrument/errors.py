@@ -11,6 +11,10 @@ log = logging.getLogger("poolscope")
 _lock = threading.Lock()
 _seen: set[str] = set()
 _count = 0
+# Set while listeners run on this thread: an error raised by a listener (or by what
+# it calls, e.g. a broken recorder) is counted and logged but not fed back to the
+# listeners, which would recurse.
+_local = threading.local()
 #: Called with (where, message) for each error, so the runtime can stream an event.
 listeners: list[Callable[[str, str], None]] = []
 
@@ -34,7 +38,16 @@ def report(where: str, exc: BaseException) -> None:
         message = f"{type(exc).__name__}: {exc}"[:300]
         if first:
             log.warning("poolscope internal error in %s (further ones counted): %s", where, message)
-        for fn in list(listeners):
-            fn(where, message)
+        if getattr(_local, "busy", False):
+            return
+        _local.busy = True
+        try:
+            for fn in list(listeners):
+                try:
+                    fn(where, message)
+                except Exception as exc2:
+                    report("error listener", exc2)
+        finally:
+            _local.busy = False
     except Exception:
         pass

@@ -31,10 +31,13 @@ class Recorder:
         self.dropped = 0
 
     def append(self, item: Any) -> None:
-        buf = self.buffer
-        if len(buf) >= self.capacity:
-            self.dropped += 1
-        buf.append(item)
+        try:
+            buf = self.buffer
+            if len(buf) >= self.capacity:
+                self.dropped += 1
+            buf.append(item)
+        except Exception as exc:
+            errors.report("recorder", exc)
 
     def drain(self, limit: int = 1 << 30) -> list[Any]:
         """Take buffered items, oldest first (background thread only)."""
@@ -98,15 +101,23 @@ class PoolHandle:
         pool_name = name
 
         # Closures keep the hot path free of attribute lookups.
+        # The try costs nothing until something raises (zero-cost since 3.11), and
+        # nothing may: these run inside the application's acquire and release.
         def acquired(conn: Any, wait: float, site: Any, holder: Any) -> None:
-            if len(buf) >= cap:
-                rec.dropped += 1
-            append(("acquire", clock(), pool_name, conn, wait, site, holder))
+            try:
+                if len(buf) >= cap:
+                    rec.dropped += 1
+                append(("acquire", clock(), pool_name, conn, wait, site, holder))
+            except Exception as exc:
+                errors.report("recorder", exc)
 
         def released(conn: Any, hold: float | None = None) -> None:
-            if len(buf) >= cap:
-                rec.dropped += 1
-            append(("release", clock(), pool_name, conn, hold))
+            try:
+                if len(buf) >= cap:
+                    rec.dropped += 1
+                append(("release", clock(), pool_name, conn, hold))
+            except Exception as exc:
+                errors.report("recorder", exc)
 
         self.acquired = acquired
         self.released = released

@@ -63,6 +63,18 @@ def _holder_name(holder: Any) -> tuple[str, Any]:
     return str(holder), None
 
 
+def _format_site(raw: Any) -> list[dict[str, Any]]:
+    """An acquire site as frames; [] when there is none or it cannot be formatted, so
+    the acquire, release or leak that carries it is never lost with it."""
+    if not raw:
+        return []
+    try:
+        return sites.format_site(raw)
+    except Exception as exc:
+        errors.report("site formatting", exc)
+        return []
+
+
 def _current_stack(holder: Any) -> list[dict[str, Any]]:
     """The holder's stack right now (innermost first), application frames only."""
     try:
@@ -103,6 +115,9 @@ class Runtime:
         self._stopping = False
         self._listen_token: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        # Internal errors by place, waiting for the next drain: (count, last message).
+        self._errors: dict[str, tuple[int, str]] = {}
+        self._errors_lock = threading.Lock()
         errors.listeners.append(self._on_internal_error)
         self._process = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
         self.model.apply(self._hello())
@@ -174,7 +189,7 @@ class Runtime:
             return
         try:
             discovery.write_entry(str(self.endpoint), sorted(self.handles))
-        except OSError as exc:
+        except Exception as exc:  # not only OSError: this runs inside instrument()
             errors.report("discovery", exc)
 
     def register(self, handle: PoolHandle) -> PoolHandle:
@@ -218,6 +233,10 @@ class Runtime:
             asyncio.run_coroutine_threadsafe(self._final(timeout), self.loop).result(timeout + 1)
         except Exception as exc:
             errors.report("shutdown", exc)
+        try:
+            errors.listeners.remove(self._on_internal_error)
+        except ValueError:
+            pass
         discovery.remove_entry()
 
     async def _final(self, timeout: float) -> None:
@@ -294,7 +313,23 @@ class Runtime:
                 self.recorder.append({"type": "state", "t": now, "pool": handle.name, **g})
 
     def _on_internal_error(self, where: str, message: str) -> None:
-        self.recorder.append({"type": "error", "t": time.time(), "where": where, "error": message})
+        # Coalesced into one ``error`` event per place per drain: an error raised
+        # while emitting an error event (a broken fold, a broken recorder) must not
+        # feed itself without end.
+        with self._errors_lock:
+            n, _ = self._errors.get(where, (0, ""))
+            self._errors[where] = (n + 1, message)
+
+    def _take_errors(self) -> list[Event]:
+        if not self._errors:
+            return []
+        with self._errors_lock:
+            pending, self._errors = self._errors, {}
+        now = time.time()
+        return [
+            {"type": "error", "t": now, "where": where, "error": message, "count": n}
+            for where, (n, message) in pending.items()
+        ]
 
     def _site_id(self, raw: Any) -> int | None:
         if not raw:
@@ -304,9 +339,8 @@ class Runtime:
             if len(self._site_ids) >= MAX_SITES:
                 return None
             sid = self._site_ids[raw] = len(self._site_ids) + 1
-            self._pending.append(
-                {"type": "site", "t": time.time(), "id": sid, "stack": sites.format_site(raw)}
-            )
+            stack = _format_site(raw)
+            self._pending.append({"type": "site", "t": time.time(), "id": sid, "stack": stack})
         return sid
 
     def _complete_leak(self, ev: Event) -> None:
@@ -314,7 +348,7 @@ class Runtime:
         connection: add the acquire site, task and held time from the open hold."""
         h = self._holds.get((str(ev.get("pool")), str(ev.get("conn"))))
         ev["held"] = time.perf_counter() - h.t if h is not None else ev.get("held", 0.0)
-        ev["stack"] = sites.format_site(h.raw_site) if h is not None else []
+        ev["stack"] = _format_site(h.raw_site) if h is not None else []
         ev["task"] = h.task if h is not None else ""
         ev["site"] = h.site if h is not None else None
         if h is not None:
@@ -355,7 +389,7 @@ class Runtime:
                     "pool": pool,
                     "conn": str(conn),
                     "held": hold,
-                    "stack": sites.format_site(h.raw_site),
+                    "stack": _format_site(h.raw_site),
                     "task": h.task,
                     "site": h.site,
                 }
@@ -367,7 +401,7 @@ class Runtime:
         self._offset = time.time() - time.perf_counter()
         items = self.recorder.drain(DRAIN_CHUNK)
         dropped = self.recorder.take_dropped()
-        out: list[Event] = []
+        out: list[Event] = self._take_errors()
         if dropped:
             out.append({"type": "dropped", "t": time.time(), "count": dropped, "where": "recorder"})
         for item in items:
@@ -397,14 +431,21 @@ class Runtime:
         lines: list[bytes] = []
         server = self.server
         for ev in events:
-            apply(ev)
+            try:
+                apply(ev)
+            except Exception as exc:
+                # A broken in-app model must not silence the observers.
+                errors.report("fold", exc)
             if server is not None and server.observers:
                 try:
                     lines.append(encode(ev))
                 except Exception as exc:
                     errors.report("encode", exc)
         if lines and server is not None:
-            server.broadcast(lines)
+            try:
+                server.broadcast(lines)
+            except Exception as exc:
+                errors.report("broadcast", exc)
 
     def _check_leaks(self) -> None:
         now = time.perf_counter()
@@ -424,7 +465,7 @@ class Runtime:
                     "pool": pool,
                     "conn": str(conn),
                     "held": now - h.t,
-                    "stack": sites.format_site(h.raw_site),
+                    "stack": _format_site(h.raw_site),
                     "current": _current_stack(h.holder),
                     "task": h.task,
                     "site": h.site,

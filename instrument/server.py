@@ -137,9 +137,10 @@ class StreamServer:
         """Wait until every observer's queue is written (or ``timeout`` passes)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        while any(ob.queue for ob in self.observers) and loop.time() < deadline:
+        # Copies: observers leave (and are discarded) while we wait.
+        while any(ob.queue for ob in list(self.observers)) and loop.time() < deadline:
             await asyncio.sleep(0.01)
-        for ob in self.observers:
+        for ob in list(self.observers):
             try:
                 await asyncio.wait_for(ob.writer.drain(), max(0.01, deadline - loop.time()))
             except Exception:
