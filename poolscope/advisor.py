@@ -326,7 +326,10 @@ def fold_with_arrivals(
             log.start = t
             log.times.clear()
         elif etype in ("acquire", "timeout"):
-            log.times.setdefault(str(ev.get("pool", "?")), []).append(t)
+            # The event comes when the wait ends; the arrival was ``wait`` earlier.
+            wait = ev.get("wait")
+            arrived = t - wait if isinstance(wait, (int, float)) and wait > 0 else t
+            log.times.setdefault(str(ev.get("pool", "?")), []).append(arrived)
         log.end = max(log.end, t)
     return st, log
 
