@@ -80,7 +80,9 @@ def instrument(
     if listen is not False and runtime.server is None:
         try:
             runtime.serve(None if listen is True else listen)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:
+            # ValueError: a non-loopback address without opt-in and token (maybe from
+            # $POOLSCOPE_LISTEN): refused, and the application starts anyway.
             log.warning("poolscope: streaming disabled: cannot listen: %s", exc)
     if prometheus:
         from .prometheus import register

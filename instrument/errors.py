@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import threading
 from collections.abc import Callable
 
@@ -23,6 +24,24 @@ def count() -> int:
     return _count
 
 
+# A password in a URL (scheme://user:PASSWORD@host) or a libpq keyword string.
+_SECRETS = re.compile(
+    r"(?P<url>://[^\s:/@]*:)\S*@"  # greedy: an unencoded "@" in the password too
+    r"|(?P<kw>\b(?:password|passwd|pwd|sslpassword)\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with any DSN password replaced by ``***`` (for messages that may
+    quote a connection string: exceptions of drivers, errors of pools)."""
+    if "@" not in text and "=" not in text:
+        return text
+    return _SECRETS.sub(
+        lambda m: f"{m.group('url')}***@" if m.group("url") else f"{m.group('kw')}***", text
+    )
+
+
 def report(where: str, exc: BaseException) -> None:
     """Count an internal error and log it the first time it happens at ``where``.
 
@@ -35,7 +54,7 @@ def report(where: str, exc: BaseException) -> None:
             _count += 1
             first = where not in _seen
             _seen.add(where)
-        message = f"{type(exc).__name__}: {exc}"[:300]
+        message = redact(f"{type(exc).__name__}: {exc}")[:300]
         if first:
             log.warning("poolscope internal error in %s (further ones counted): %s", where, message)
         if getattr(_local, "busy", False):

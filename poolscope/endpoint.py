@@ -5,6 +5,7 @@ Standard library only: both sides parse endpoints.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
 DEFAULT_HOST = "127.0.0.1"
@@ -27,9 +28,19 @@ class Endpoint:
 
     @property
     def is_loopback(self) -> bool:
+        """True for a Unix socket, ``localhost`` or a loopback IP literal.
+
+        Any other host name is not: "127.example.com" may resolve to a public
+        interface of this machine.
+        """
         if self.path is not None:
             return True
-        return self.host in ("localhost", "::1") or self.host.startswith("127.")
+        if self.host == "localhost":
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
 
     def __str__(self) -> str:
         if self.path is not None:
