@@ -1,0 +1,337 @@
+"""psycopg_pool adapter (3.x): ``ConnectionPool`` and ``AsyncConnectionPool``, hooked in place.
+
+Methods are overridden on the pool instance (the class is untouched, other pools are not
+affected): ``getconn``/``putconn`` (``connection()`` calls them, so it is timed too),
+``_connect`` (timed connects), ``_close_connection`` (closes), ``_check_connection``
+and ``check_connection`` (the ``check`` callback and ``check()``: a failure is a
+heartbeat failure and the connection is ``lost``), ``_return_connection`` (a broken
+connection coming back is ``lost``). Gauges come from ``get_stats()``.
+
+The heartbeat calls the pool's own ``check()`` when a connection is idle and nobody
+waits; ``check()`` probes the idle connections and replaces broken ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import weakref
+from typing import Any
+
+from . import errors
+from .adapters import (
+    ConnIds,
+    ConnInfo,
+    describe_error,
+    emit_close,
+    emit_connect,
+    emit_gc_leak,
+    emit_heartbeat,
+    emit_skipped,
+    start_async_heartbeat,
+    start_thread_heartbeat,
+)
+from .recorder import PoolHandle
+from .redact import target_from_dsn
+from .runtime import Runtime
+
+__all__ = ["instrument_psycopg"]
+
+_clock = time.perf_counter
+_current_task = asyncio.current_task
+_get_ident = threading.get_ident
+
+
+class _State:
+    def __init__(self, pool: Any, handle: PoolHandle) -> None:
+        self.pool = pool
+        self.handle = handle
+        self.ids = ConnIds()
+        self.refs: dict[int, Any] = {}  # id(conn) -> weakref watching a checked-out conn
+
+    def info(self, conn: Any) -> ConnInfo:
+        return self.ids.get(conn) or self.ids.add(conn)
+
+    def acquired(self, conn: Any, start: float, holder: Any) -> None:
+        try:
+            info = self.info(conn)
+            info.held = True
+            h = self.handle
+            h.acquired(info.id, _clock() - start, h.capture_site(3), holder)
+            key = id(conn)
+            self.refs[key] = weakref.ref(conn, lambda _r: self.collected(key, info))
+        except Exception as exc:
+            errors.report("psycopg getconn", exc)
+
+    def collected(self, key: int, info: ConnInfo) -> None:
+        """A connection garbage-collected while checked out: its slot is gone for good."""
+        try:
+            self.refs.pop(key, None)
+            if info.held and self.ids.by_key.get(key) is info:
+                self.ids.by_key.pop(key, None)
+                emit_gc_leak(self.handle, info)
+        except Exception as exc:
+            errors.report("psycopg gc", exc)
+
+    def released(self, conn: Any) -> None:
+        try:
+            info = self.ids.get(conn)
+            if info is not None and info.held:
+                info.held = False
+                self.refs.pop(id(conn), None)
+                self.handle.released(info.id)
+        except Exception as exc:
+            errors.report("psycopg putconn", exc)
+
+    def timed_out(self, start: float, exc: BaseException) -> None:
+        self.handle.event("timeout", wait=_clock() - start, error=describe_error(exc))
+
+    def connected(self, conn: Any, t0: float) -> None:
+        try:
+            emit_connect(self.handle, self.ids.add(conn), _clock() - t0)
+        except Exception as exc:
+            errors.report("psycopg connect", exc)
+
+    def closing(self, conn: Any, default: str | None = None) -> None:
+        try:
+            info = self.ids.forget(conn)
+            if info is None:
+                return
+            self.refs.pop(id(conn), None)
+            reason = info.hint or default
+            if reason is None:
+                expire = getattr(conn, "_expire_at", None)
+                if getattr(self.pool, "_closed", False):
+                    reason = "closed"
+                elif expire is not None and expire <= time.monotonic():
+                    reason = "lifetime"
+                else:
+                    reason = "closed"
+            emit_close(self.handle, info, reason)
+        except Exception as exc:
+            errors.report("psycopg close", exc)
+
+    def check_failed(self, conn: Any, t0: float, exc: BaseException) -> None:
+        info = self.ids.get(conn)
+        emit_heartbeat(
+            self.handle, info.id if info else "", False, _clock() - t0, describe_error(exc)
+        )
+        self.closing(conn, "lost")
+
+    def check_ok(self, conn: Any, t0: float) -> None:
+        info = self.ids.get(conn)
+        emit_heartbeat(self.handle, info.id if info else "", True, _clock() - t0, None)
+
+    def returned_broken(self, conn: Any) -> None:
+        try:
+            if getattr(conn, "closed", False) or _status_unknown(conn):
+                self.closing(conn, "lost")
+        except Exception as exc:
+            errors.report("psycopg return", exc)
+
+    def gauges(self) -> dict[str, Any]:
+        s = self.pool.get_stats()
+        size = s.get("pool_size", 0)
+        idle = s.get("pool_available", 0)
+        return {
+            "size": size,
+            "idle": idle,
+            "in_use": max(size - idle, 0),
+            "waiting": s.get("requests_waiting", 0),
+            "max": s.get("pool_max", 0),
+            "min": s.get("pool_min", 0),
+            "stats": {k: v for k, v in s.items() if k.startswith(("requests", "connections"))},
+        }
+
+    def can_probe(self) -> bool:
+        s = self.pool.get_stats()
+        if s.get("pool_available", 0) == 0 or s.get("requests_waiting", 0):
+            emit_skipped(self.handle)
+            return False
+        return True
+
+
+def _status_unknown(conn: Any) -> bool:
+    from psycopg.pq import TransactionStatus
+
+    return bool(conn.pgconn.transaction_status == TransactionStatus.UNKNOWN)
+
+
+def _hook_sync(pool: Any, st: _State) -> None:
+    getconn, putconn = pool.getconn, pool.putconn
+    connect, close_connection = pool._connect, pool._close_connection
+    check_one, check_static = pool._check_connection, pool.check_connection
+    return_connection = pool._return_connection
+    from psycopg_pool import PoolTimeout
+
+    def _getconn(timeout: float | None = None) -> Any:
+        start = _clock()
+        try:
+            conn = getconn(timeout)
+        except PoolTimeout as exc:
+            st.timed_out(start, exc)
+            raise
+        st.acquired(conn, start, _get_ident())
+        return conn
+
+    def _putconn(conn: Any) -> None:
+        st.released(conn)
+        putconn(conn)
+
+    def _connect(timeout: float | None = None) -> Any:
+        t0 = _clock()
+        conn = connect(timeout)
+        st.connected(conn, t0)
+        return conn
+
+    def _close_connection(conn: Any) -> None:
+        st.closing(conn)
+        close_connection(conn)
+
+    def _checked(fn: Any) -> Any:
+        def run(conn: Any) -> None:
+            t0 = _clock()
+            try:
+                fn(conn)
+            except Exception as exc:
+                st.check_failed(conn, t0, exc)
+                raise
+            st.check_ok(conn, t0)
+
+        return run
+
+    def _return_connection(conn: Any, from_getconn: bool) -> None:
+        st.returned_broken(conn)
+        return_connection(conn, from_getconn)
+
+    pool.getconn, pool.putconn = _getconn, _putconn
+    pool._connect, pool._close_connection = _connect, _close_connection
+    pool._check_connection = _checked(check_one)
+    pool.check_connection = _checked(check_static)
+    pool._return_connection = _return_connection
+
+
+def _hook_async(pool: Any, st: _State) -> None:
+    getconn, putconn = pool.getconn, pool.putconn
+    connect, close_connection = pool._connect, pool._close_connection
+    check_one, check_static = pool._check_connection, pool.check_connection
+    return_connection = pool._return_connection
+    from psycopg_pool import PoolTimeout
+
+    async def _getconn(timeout: float | None = None) -> Any:
+        start = _clock()
+        try:
+            conn = await getconn(timeout)
+        except PoolTimeout as exc:
+            st.timed_out(start, exc)
+            raise
+        st.acquired(conn, start, _current_task())
+        return conn
+
+    async def _putconn(conn: Any) -> None:
+        st.released(conn)
+        await putconn(conn)
+
+    async def _connect(timeout: float | None = None) -> Any:
+        t0 = _clock()
+        conn = await connect(timeout)
+        st.connected(conn, t0)
+        return conn
+
+    async def _close_connection(conn: Any) -> None:
+        st.closing(conn)
+        await close_connection(conn)
+
+    def _checked(fn: Any) -> Any:
+        async def run(conn: Any) -> None:
+            t0 = _clock()
+            try:
+                await fn(conn)
+            except Exception as exc:
+                st.check_failed(conn, t0, exc)
+                raise
+            st.check_ok(conn, t0)
+
+        return run
+
+    async def _return_connection(conn: Any, from_getconn: bool) -> None:
+        st.returned_broken(conn)
+        await return_connection(conn, from_getconn)
+
+    pool.getconn, pool.putconn = _getconn, _putconn
+    pool._connect, pool._close_connection = _connect, _close_connection
+    pool._check_connection = _checked(check_one)
+    pool.check_connection = _checked(check_static)
+    pool._return_connection = _return_connection
+
+
+def instrument_psycopg(
+    obj: Any,
+    runtime: Runtime,
+    *,
+    name: str | None,
+    leak_threshold: float | None,
+    heartbeat: float | None,
+) -> Any:
+    """Instrument a psycopg_pool pool in place; returns the same object."""
+    pool = obj
+    is_async = asyncio.iscoroutinefunction(type(pool).getconn)
+    conninfo = getattr(pool, "conninfo", "") or ""
+    kwargs = getattr(pool, "kwargs", {}) or {}
+    config = {
+        "min": getattr(pool, "min_size", 0),
+        "max": getattr(pool, "max_size", 0),
+        "timeout": getattr(pool, "timeout", None),
+        "max_lifetime": getattr(pool, "max_lifetime", None),
+        "max_idle": getattr(pool, "max_idle", None),
+        "check": getattr(pool, "_check", None) is not None,
+    }
+    box: list[_State] = []
+    handle = PoolHandle(
+        runtime.recorder,
+        name or getattr(pool, "name", None) or "psycopg",
+        "psycopg_pool",
+        leak_threshold=leak_threshold,
+        heartbeat=heartbeat,
+        target=target_from_dsn(
+            conninfo if isinstance(conninfo, str) else "",
+            host=kwargs.get("host"),
+            port=kwargs.get("port"),
+            dbname=kwargs.get("dbname"),
+        ),
+        config=config,
+        gauges=lambda: box[0].gauges(),
+    )
+    st = _State(pool, handle)
+    box.append(st)
+    runtime.register(handle)
+    for conn in list(getattr(pool, "_pool", ())):
+        st.info(conn)  # opened before we were attached
+    if is_async:
+        _hook_async(pool, st)
+    else:
+        _hook_sync(pool, st)
+    if heartbeat:
+        if is_async:
+            loop = asyncio.get_running_loop()
+
+            async def tick() -> bool:
+                if getattr(pool, "_closed", False):
+                    return False
+                if st.can_probe():
+                    await pool.check()
+                return True
+
+            start_async_heartbeat(loop, heartbeat, tick)
+        else:
+
+            def sync_tick() -> bool:
+                if getattr(pool, "_closed", False):
+                    return False
+                if st.can_probe():
+                    pool.check()
+                return True
+
+            start_thread_heartbeat(handle.name, heartbeat, sync_tick)
+    return obj
