@@ -100,7 +100,7 @@ def _measure(quick: bool) -> dict[str, Any]:
     old_limit = sys.getrecursionlimit()
     sys.setrecursionlimit(max(old_limit, 2000))
     try:
-        for name, fn in cases.items():  # warm the caches (internal-code lookups, linecache)
+        for fn in cases.values():  # warm the caches (internal-code lookups, linecache)
             for d in DEPTHS:
                 _at_depth(d, lambda fn=fn: _time_loop(fn, 200))
         recorder.drain()
@@ -135,12 +135,8 @@ def run(quick: bool) -> dict[str, Any]:
     data = _measure(quick)
     samples: dict[str, dict[str, list[float]]] = data["samples_ns"]
     cases = list(next(iter(samples.values())))
-    medians = {
-        d: {c: statistics.median(v) for c, v in per.items()} for d, per in samples.items()
-    }
-    header = "| per acquire, ns: median (min-max) | " + " | ".join(
-        f"depth {d}" for d in samples
-    )
+    medians = {d: {c: statistics.median(v) for c, v in per.items()} for d, per in samples.items()}
+    header = "| per acquire, ns: median (min-max) | " + " | ".join(f"depth {d}" for d in samples)
     lines = [header + " |", "|---" * (len(samples) + 1) + "|"]
     for c in cases:
         lines.append(f"| {c} | " + " | ".join(_fmt(samples[d][c]) for d in samples) + " |")
@@ -153,8 +149,7 @@ def run(quick: bool) -> dict[str, Any]:
     # must stay far below the naive baseline.
     on = [medians[d]["poolscope capture(depth=8) [leak on]"] for d in samples]
     naive_min_ratio = min(
-        medians[d]["traceback.extract_stack()"]
-        / medians[d]["poolscope capture(depth=8) [leak on]"]
+        medians[d]["traceback.extract_stack()"] / medians[d]["poolscope capture(depth=8) [leak on]"]
         for d in samples
     )
     flat = max(on) <= 2.0 * min(on)

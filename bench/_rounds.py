@@ -1,0 +1,129 @@
+"""Interleaved rounds across long-lived worker subprocesses (helper for the peer benchmarks).
+
+Each configuration lives in its own fresh interpreter (so class-wide patching by
+one tool cannot leak into another's numbers); the driver asks the workers in
+turn - rotating who goes first - for one timed round each, so slow drift in a
+noisy machine's speed hits every configuration alike.
+
+Worker side: ``serve(setup)`` where ``setup()`` returns ``(pair, check)``:
+``pair()`` is one operation and ``check()`` a JSON-able dict saying whether the
+instrumentation really recorded anything. Protocol on stdin/stdout, one JSON
+line each: the worker says ``{"ready": true}``; then ``N`` -> seconds per op over
+N ops; ``check`` -> the check dict; EOF -> exit.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+Setup = Callable[[], "tuple[Callable[[], Any], Callable[[], dict[str, Any]]]"]
+
+
+def serve(setup: Setup, warmup: int = 500) -> None:
+    """The worker loop (runs in the child)."""
+    pair, check = setup()
+    for _ in range(warmup):
+        pair()
+    out = sys.stdout
+    out.write('{"ready": true}\n')
+    out.flush()
+    clock = time.perf_counter
+    for line in sys.stdin:
+        cmd = line.strip()
+        if cmd == "check":
+            out.write(json.dumps(check()) + "\n")
+        else:
+            n = int(cmd)
+            rng = range(n)
+            t0 = clock()
+            for _ in rng:
+                pair()
+            out.write(json.dumps({"s": (clock() - t0) / n}) + "\n")
+        out.flush()
+
+
+class Worker:
+    def __init__(self, name: str, argv: Sequence[str]) -> None:
+        self.name = name
+        self.proc = subprocess.Popen(
+            [sys.executable, *argv],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        self.samples: list[float] = []
+
+    def ask(self, cmd: str) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        self.proc.stdin.write(cmd + "\n")
+        self.proc.stdin.flush()
+        return self._read()
+
+    def _read(self) -> dict[str, Any]:
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError(f"worker {self.name} died (exit {self.proc.wait()})")
+        result: dict[str, Any] = json.loads(line)
+        return result
+
+    def wait_ready(self) -> None:
+        self._read()
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            try:
+                self.proc.stdin.close()
+            except OSError:
+                pass
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def interleave(
+    configs: Sequence[tuple[str, Sequence[str]]], rounds: int, ops: int
+) -> dict[str, dict[str, Any]]:
+    """Run ``rounds`` rounds of ``ops`` operations in each config's worker, interleaved.
+
+    Returns per config: ``samples`` (seconds per op, one per round) and ``check``.
+    """
+    workers = [Worker(name, argv) for name, argv in configs]
+    try:
+        for w in workers:
+            w.wait_ready()
+        for r in range(rounds):
+            k = r % len(workers)
+            for w in workers[k:] + workers[:k]:
+                w.samples.append(float(w.ask(str(ops))["s"]))
+        return {w.name: {"samples": w.samples, "check": w.ask("check")} for w in workers}
+    finally:
+        for w in workers:
+            w.close()
+
+
+def summary(samples: list[float], base: list[float] | None = None) -> dict[str, float]:
+    """Median and range in microseconds; with ``base``, the paired per-round added cost."""
+    us = [s * 1e6 for s in samples]
+    out = {"median_us": statistics.median(us), "min_us": min(us), "max_us": max(us)}
+    if base is not None:
+        diffs = [(s - b) * 1e6 for s, b in zip(samples, base, strict=True)]
+        out.update(
+            added_us=statistics.median(diffs),
+            added_min_us=min(diffs),
+            added_max_us=max(diffs),
+            ratio=statistics.median(samples) / statistics.median(base),
+        )
+    return out

@@ -1,0 +1,315 @@
+"""Overhead per acquire+release pair on SQLAlchemy's QueuePool, poolscope against its peers.
+
+One pair is ``engine.connect()`` + ``close()`` (what applications call; SQLAlchemy
+checks a DBAPI connection out of the QueuePool and back in), on a SQLite file and
+on a real PostgreSQL (``tests.pgcluster.PgCluster``, psycopg 3 driver). Each
+configuration runs in its own fresh interpreter; rounds are interleaved
+(``bench._rounds``):
+
+phase 1 (same run, same baseline):
+  bare; a bare pair of SQLAlchemy ``checkout``/``checkin`` listeners doing nothing
+  (the floor any event-based tool pays); poolscope with leak detection off
+  (``leak_threshold=None``) and on (30 s, acquire site captured at every checkout).
+phase 2 (after, against a fresh bare baseline, because OpenTelemetry patches
+  ``Engine.connect`` class-wide):
+  OpenTelemetry's SQLAlchemy instrumentation with an SDK ``MeterProvider`` +
+  ``InMemoryMetricReader`` (the peer the targets name; tracing left at the API's
+  default no-op provider), and the same with an SDK ``TracerProvider`` +
+  ``BatchSpanProcessor`` to a null exporter (what a user who set up tracing pays).
+
+Then psycopg_pool's ``ConnectionPool`` (``with pool.connection()``), bare against
+poolscope leak off/on, on the same PostgreSQL.
+
+Poolscope runs with ``listen=False`` (no stream server) but its background thread
+is live (drain, fold, leak checks), so its cost is in the numbers. Each worker
+says at the end whether its instrumentation recorded anything.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Callable
+from typing import Any
+
+from bench import _rounds
+
+TARGET_VS_OTEL = 0.1  # poolscope leak-on added cost <= 1/10 of OpenTelemetry's
+TARGET_VS_FLOOR = 1.5  # poolscope leak-off added cost <= 1.5x the bare-listener floor
+
+PHASE1 = ("bare", "listeners", "poolscope-leak-off", "poolscope-leak-on")
+PHASE2 = ("bare (fresh)", "otel-metrics", "otel-metrics+tracing")
+PSYCOPG = ("bare", "poolscope-leak-off", "poolscope-leak-on")
+
+
+# -- worker side ---------------------------------------------------------------------
+def _setup_engine(config: str, url: str) -> tuple[Callable[[], Any], Callable[[], dict[str, Any]]]:
+    import sqlalchemy as sa
+    from sqlalchemy import event
+    from sqlalchemy.pool import QueuePool
+
+    engine = sa.create_engine(url, poolclass=QueuePool, pool_size=5, max_overflow=0)
+    check: Callable[[], dict[str, Any]] = lambda: {"recorded": None}  # noqa: E731
+    if config == "listeners":
+
+        def on_checkout(dbapi_con: Any, rec: Any, proxy: Any) -> None:
+            pass
+
+        def on_checkin(dbapi_con: Any, rec: Any) -> None:
+            pass
+
+        event.listen(engine.pool, "checkout", on_checkout)
+        event.listen(engine.pool, "checkin", on_checkin)
+    elif config.startswith("poolscope"):
+        check = _instrument_poolscope(engine, config)
+    elif config.startswith("otel"):
+        check = _instrument_otel(engine, tracing=config.endswith("tracing"))
+    connect = engine.connect
+
+    def pair() -> None:
+        connect().close()
+
+    return pair, check
+
+
+def _instrument_poolscope(pool: Any, config: str) -> Callable[[], dict[str, Any]]:
+    import time
+
+    import poolscope.instrument as ps
+    from poolscope.instrument.runtime import get_runtime
+
+    leak = 30.0 if config.endswith("leak-on") else None
+    ps.instrument(pool, name="bench", leak_threshold=leak, listen=False)
+    rt = get_runtime()
+
+    def check() -> dict[str, Any]:
+        time.sleep(0.2)  # one drain interval and then some
+        m = rt.model.pools.get("bench")
+        return {"recorded": bool(m and m.acquires), "acquires": m.acquires if m else 0}
+
+    return check
+
+
+def _instrument_otel(engine: Any, *, tracing: bool) -> Callable[[], dict[str, Any]]:
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    from opentelemetry.sdk.metrics import MeterProvider
+    from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+    reader = InMemoryMetricReader()
+    kwargs: dict[str, Any] = {"meter_provider": MeterProvider(metric_readers=[reader])}
+    exported = [0]
+    if tracing:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+
+        class NullExporter(SpanExporter):
+            def export(self, spans: Any) -> SpanExportResult:
+                exported[0] += len(spans)
+                return SpanExportResult.SUCCESS
+
+        tp = TracerProvider()
+        tp.add_span_processor(BatchSpanProcessor(NullExporter()))
+        kwargs["tracer_provider"] = tp
+    SQLAlchemyInstrumentor().instrument(engine=engine, **kwargs)
+
+    def check() -> dict[str, Any]:
+        if tracing:
+            kwargs["tracer_provider"].force_flush()
+        points = []
+        data = reader.get_metrics_data()
+        for rm in data.resource_metrics if data else ():
+            for sm in rm.scope_metrics:
+                for m in sm.metrics:
+                    for dp in m.data.data_points:
+                        points.append((m.name, dict(dp.attributes).get("state"), dp.value))
+        # The usage counter nets to zero per pair: recorded means its series exist.
+        return {"recorded": bool(points), "points": points, "spans_exported": exported[0]}
+
+    return check
+
+
+def _setup_psycopg(config: str, dsn: str) -> tuple[Callable[[], Any], Callable[[], dict[str, Any]]]:
+    from psycopg_pool import ConnectionPool
+
+    pool = ConnectionPool(dsn, min_size=2, max_size=2, open=True)
+    pool.wait()
+    check: Callable[[], dict[str, Any]] = lambda: {"recorded": None}  # noqa: E731
+    if config.startswith("poolscope"):
+        check = _instrument_poolscope(pool, config)
+    connection = pool.connection
+
+    def pair() -> None:
+        with connection():
+            pass
+
+    return pair, check
+
+
+def _worker(argv: list[str]) -> None:
+    target, config, url = argv
+    if target == "psycopg":
+        _rounds.serve(lambda: _setup_psycopg(config, url))
+    else:
+        _rounds.serve(lambda: _setup_engine(config, url))
+
+
+# -- driver side ---------------------------------------------------------------------
+def _argv(target: str, config: str, url: str) -> list[str]:
+    return ["-m", "bench.overhead_sqlalchemy", "worker", target, config, url]
+
+
+def _measure(target: str, url: str, rounds: int, ops: int) -> dict[str, Any]:
+    p1 = _rounds.interleave([(c, _argv(target, c, url)) for c in PHASE1], rounds, ops)
+    p2 = _rounds.interleave(
+        [(c, _argv(target, c.split()[0], url)) for c in PHASE2], rounds, max(ops // 4, 50)
+    )
+    out: dict[str, Any] = {}
+    for phase in (p1, p2):
+        base = next(iter(phase.values()))["samples"]
+        for name, r in phase.items():
+            out[name] = {**_rounds.summary(r["samples"], base), "check": r["check"]}
+    return out
+
+
+def _verdicts(res: dict[str, Any]) -> dict[str, Any]:
+    on = res["poolscope-leak-on"]["added_us"]
+    off = res["poolscope-leak-off"]["added_us"]
+    floor = res["listeners"]["added_us"]
+    otel = res["otel-metrics"]["added_us"]
+    vs_otel = on / otel if otel > 0 else float("inf")
+    vs_floor = off / floor if floor > 0 else float("inf")
+    return {
+        "leak_on_vs_otel": vs_otel,
+        "leak_on_vs_otel_verdict": "PASS" if vs_otel <= TARGET_VS_OTEL else "MISS",
+        "leak_off_vs_floor": vs_floor,
+        "leak_off_vs_floor_verdict": "PASS" if vs_floor <= TARGET_VS_FLOOR else "MISS",
+    }
+
+
+def _row(name: str, r: dict[str, Any]) -> str:
+    added = (
+        f"{r['added_us']:+.2f} ({r['added_min_us']:+.1f} to {r['added_max_us']:+.1f})"
+        if name not in ("bare", "bare (fresh)")
+        else "-"
+    )
+    rec = r["check"].get("recorded")
+    rec_s = "-" if rec is None else ("yes" if rec else "**NO**")
+    return (
+        f"| {name} | {r['median_us']:.2f} ({r['min_us']:.1f}-{r['max_us']:.1f}) | {added} "
+        f"| {r['ratio']:.3f} | {rec_s} |"
+    )
+
+
+def _table(title: str, res: dict[str, Any]) -> list[str]:
+    lines = [
+        f"**{title}**",
+        "",
+        "| configuration | µs per pair, median (min-max) | added µs, median of per-round "
+        "differences (min to max) | ratio to bare | recorded data |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [_row(name, r) for name, r in res.items()]
+    return lines
+
+
+def _verdict_lines(target: str, v: dict[str, Any]) -> list[str]:
+    return [
+        f"- {target}: poolscope leak-on added / OpenTelemetry added = "
+        f"{v['leak_on_vs_otel']:.3f} (target <= {TARGET_VS_OTEL}): "
+        f"**{v['leak_on_vs_otel_verdict']}**; poolscope leak-off added / listener floor "
+        f"added = {v['leak_off_vs_floor']:.2f} (target <= {TARGET_VS_FLOOR}): "
+        f"**{v['leak_off_vs_floor_verdict']}**",
+    ]
+
+
+def run(quick: bool) -> dict[str, Any]:
+    import sqlalchemy
+
+    rounds, ops = (5, 300) if quick else (15, 2000)
+    results: dict[str, Any] = {"rounds": rounds, "ops_per_round": ops}
+    md: list[str] = []
+    verdict_md: list[str] = []
+    notes: list[str] = []
+    with tempfile.TemporaryDirectory(prefix="poolscope-bench-") as d:
+        url = f"sqlite:///{os.path.join(d, 'bench.db')}"
+        res = _measure("sqlite", url, rounds, ops)
+        results["sqlite"] = {"configs": res, "verdicts": _verdicts(res)}
+        md += [*_table("SQLite file, engine.connect()/close()", res), ""]
+        verdict_md += _verdict_lines("SQLite", results["sqlite"]["verdicts"])
+    try:
+        from tests.pgcluster import PgCluster, PgUnavailable
+    except ImportError as exc:  # pragma: no cover - the repository always has it
+        notes.append(f"PostgreSQL skipped: {exc}")
+    else:
+        try:
+            with PgCluster() as pg:
+                dsn = pg.dsn
+                url = dsn.replace("postgresql://", "postgresql+psycopg://", 1)
+                res = _measure("pg", url, rounds, ops)
+                results["postgresql"] = {"configs": res, "verdicts": _verdicts(res)}
+                md += [*_table("PostgreSQL (psycopg 3), engine.connect()/close()", res), ""]
+                verdict_md += _verdict_lines("PostgreSQL", results["postgresql"]["verdicts"])
+                results["psycopg_pool"] = _psycopg(dsn, rounds, ops, md, verdict_md, notes)
+        except PgUnavailable as exc:
+            notes.append(f"PostgreSQL skipped: {exc}")
+            md.append(f"PostgreSQL: skipped ({exc})")
+    for key in ("sqlite", "postgresql"):
+        if key not in results:
+            continue
+        for name, r in results[key]["configs"].items():
+            if r["check"].get("recorded") is False:
+                notes.append(f"{key}/{name}: the instrumentation recorded NOTHING")
+        otel = results[key]["configs"]["otel-metrics"]["check"]
+        notes.append(
+            f"{key}: OpenTelemetry recorded {len(otel.get('points', []))} metric series "
+            f"({otel.get('points')}); with tracing "
+            f"{results[key]['configs']['otel-metrics+tracing']['check'].get('spans_exported')} "
+            "spans exported"
+        )
+    results["sqlalchemy_version"] = sqlalchemy.__version__
+    header = (
+        f"SQLAlchemy {sqlalchemy.__version__}, QueuePool(pool_size=5, max_overflow=0); "
+        f"{rounds} interleaved rounds of {ops} pairs (OpenTelemetry phase: "
+        f"{max(ops // 4, 50)} pairs per round), every configuration in a fresh interpreter. "
+        "'added' is the median over rounds of (configuration - bare of the same round); the "
+        "OpenTelemetry rows are against the fresh bare of their own phase. The asyncpg "
+        "adapter's overhead is in the overhead_adapters section, the reference pool's in "
+        "overhead_reference."
+    )
+    results["markdown"] = "\n".join([header, "", *md, "Verdicts:", "", *verdict_md])
+    results["notes"] = "\n".join(notes)
+    return results
+
+
+def _psycopg(
+    dsn: str, rounds: int, ops: int, md: list[str], verdict_md: list[str], notes: list[str]
+) -> dict[str, Any]:
+    import importlib.util
+
+    if importlib.util.find_spec("poolscope.instrument.psycopg") is None:
+        notes.append("psycopg_pool: poolscope's psycopg adapter is not there yet; not measured")
+        return {"skipped": "no adapter"}
+    raw = _rounds.interleave([(c, _argv("psycopg", c, dsn)) for c in PSYCOPG], rounds, ops)
+    base = raw["bare"]["samples"]
+    res = {n: {**_rounds.summary(r["samples"], base), "check": r["check"]} for n, r in raw.items()}
+    md += [*_table("psycopg_pool ConnectionPool(2, 2), `with pool.connection()`", res), ""]
+    on = res["poolscope-leak-on"]["ratio"]
+    verdict_md.append(
+        f"- psycopg_pool: poolscope leak-on ratio to bare {on:.3f} "
+        f"(added {res['poolscope-leak-on']['added_us']:+.2f} µs per pair)"
+    )
+    return res
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "worker":
+        _worker(sys.argv[2:])
+    else:
+        out = run("--quick" in sys.argv)
+        print(out["markdown"])
+        print(out["notes"])
