@@ -241,8 +241,9 @@ class Runtime:
 
     async def _final(self, timeout: float) -> None:
         self._poll_state()
+        deadline = time.monotonic() + timeout / 2
         while self._drain():
-            await asyncio.sleep(0)
+            await asyncio.sleep(self._pause() if time.monotonic() < deadline else 0)
         self._emit([{"type": "bye", "t": time.time()}])
         if self.server is not None:
             await self.server.flush(timeout)
@@ -281,7 +282,14 @@ class Runtime:
                 more = self._drain()
             except Exception as exc:
                 errors.report("drain", exc)
-            await asyncio.sleep(0 if more else DRAIN_INTERVAL)
+            await asyncio.sleep(self._pause() if more else DRAIN_INTERVAL)
+
+    def _pause(self) -> float:
+        """Between chunks of a backlog: none, unless an observer's queue is half full -
+        then give the senders a moment, so a healthy but briefly slower observer
+        catches up instead of losing lines (a stalled one still only costs drops)."""
+        server = self.server
+        return DRAIN_INTERVAL if server is not None and server.lagging() else 0.0
 
     async def _state_loop(self) -> None:
         while True:

@@ -129,6 +129,11 @@ class StreamServer:
             except OSError:
                 pass
 
+    def lagging(self) -> bool:
+        """True when some observer's queue is over half full."""
+        half = self._capacity // 2
+        return any(len(ob.queue) > half for ob in self.observers)
+
     def broadcast(self, lines: list[bytes]) -> None:
         for ob in self.observers:
             ob.put(lines)

@@ -7,6 +7,7 @@ obeys one command per stdin line, answering each with one JSON line:
 
     observers N    wait until N observers are connected
     work N C       N acquire+release pairs spread over C tasks
+    settle         wait until the background thread has caught up
     timeout        one acquire that times out (every connection held)
     discard        one connection given back as broken (closed as ``invalid``)
     exit           (or end of input) close the pool and exit normally
@@ -104,6 +105,14 @@ async def main() -> int:
                     capacity=server_module.OBSERVER_QUEUE,
                     buffered=len(ps.get_runtime().recorder.buffer),
                 )
+            elif cmd[0] == "settle":
+                # Wait until the background thread has processed everything so far.
+                buf = ps.get_runtime().recorder.buffer
+                deadline = time.monotonic() + 30
+                while buf and time.monotonic() < deadline:
+                    await asyncio.sleep(0.01)
+                await asyncio.sleep(0.1)
+                say(buffered=len(buf), queues=observer_queues())
             elif cmd[0] == "timeout":
                 held = [await pool.acquire() for _ in range(args.max)]
                 try:
