@@ -214,6 +214,8 @@ class Runtime:
                 gauges=handle.gauges,
                 site_depth=handle.site_depth,
             )
+        # The target is shown to every observer (and re-sent in each greeting).
+        handle.target = errors.redact(str(handle.target or ""))
         self.recorder.append({"type": "pool", "t": time.time(), **handle.describe()})
         self.ensure_thread()
         self._write_discovery()
@@ -364,9 +366,16 @@ class Runtime:
 
     def _normalise(self, item: Any) -> Event | None:
         if type(item) is not tuple:
-            if isinstance(item, dict) and item.get("type") == "leak" and "stack" not in item:
+            if not isinstance(item, dict):
+                return None
+            if item.get("type") == "leak" and "stack" not in item:
                 self._complete_leak(item)
-            return item if isinstance(item, dict) else None
+            # Last line of defence for secrets: a driver's message may quote the DSN.
+            for key in ("error", "target"):
+                value = item.get(key)
+                if isinstance(value, str):
+                    item[key] = errors.redact(value)
+            return item
         kind = item[0]
         t = item[1] + self._offset
         if kind == "acquire":

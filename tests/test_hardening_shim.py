@@ -156,7 +156,7 @@ async def test_injected_fault_never_reaches_the_application(
     fault: str,
     baseline: list[Any],
     fresh_runtime: runtime_module.Runtime,
-    error_log: int,
+    fresh_errors: int,
     monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
@@ -176,7 +176,7 @@ async def test_injected_fault_never_reaches_the_application(
         # The application saw exactly what it sees uninstrumented.
         assert seen == baseline
         # The failure was counted ...
-        await await_for(lambda: errors.count() > error_log, 5.0)
+        await await_for(lambda: errors.count() > fresh_errors, 5.0)
         # ... and logged once per place, with no traceback.
         logged = [r for r in caplog.records if "poolscope internal error in" in r.getMessage()]
         assert logged, "the failure was not logged"
@@ -203,7 +203,7 @@ async def test_injected_fault_never_reaches_the_application(
 
 
 async def test_fold_failure_does_not_stop_the_stream(
-    fresh_runtime: runtime_module.Runtime, error_log: int, monkeypatch: pytest.MonkeyPatch
+    fresh_runtime: runtime_module.Runtime, fresh_errors: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The in-app model breaking must not silence the observers."""
     rt = fresh_runtime
@@ -222,7 +222,7 @@ async def test_fold_failure_does_not_stop_the_stream(
         ob.close()
 
 
-async def test_errors_report_survives_a_broken_listener(error_log: int) -> None:
+async def test_errors_report_survives_a_broken_listener(fresh_errors: int) -> None:
     """A listener that itself fails (or re-enters report) cannot recurse or raise."""
     calls: list[str] = []
 
@@ -237,5 +237,5 @@ async def test_errors_report_survives_a_broken_listener(error_log: int) -> None:
     finally:
         errors.listeners.remove(reentrant)
     # "test", the listener's own report and the listener's exception; no recursion.
-    assert errors.count() - error_log == 3
+    assert errors.count() - fresh_errors == 3
     assert calls == ["test"]

@@ -1,0 +1,287 @@
+"""Secrets stay in the application: a DSN's password is in no event, log line, metric,
+discovery entry or model; stack events carry no local variables; and the observer
+never evaluates what it is sent."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import secrets
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+import poolscope.instrument as ps
+from poolscope.events import decode
+from poolscope.instrument import discovery, errors
+from poolscope.instrument import runtime as runtime_module
+from poolscope.model import fold
+from tests.fixtures.faults import (
+    POOLSCOPE,
+    Conn,
+    RawObserver,
+    await_for,
+    free_port,
+    make_pool,
+    spawn,
+    stop,
+    wait_for,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+PASSWORD = "Pw-" + secrets.token_hex(8)
+
+
+def _dsn(host_port: str = "127.0.0.1:1", db: str = "orders") -> str:
+    return f"postgresql://app:{PASSWORD}@{host_port}/{db}"
+
+
+def _everything(rt: runtime_module.Runtime, ob: RawObserver, caplog: Any) -> dict[str, str]:
+    """Every output a secret could leak into, as text."""
+    late = RawObserver(rt.endpoint.host, rt.endpoint.port)  # type: ignore[union-attr]
+    try:
+        wait_for(lambda: b'"type":"sync"' in late.data, 5.0)
+    finally:
+        late.close()
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from poolscope.instrument.prometheus import register
+
+    registry = CollectorRegistry()
+    register(registry)
+    entries = "".join(p.read_text() for p in discovery.registry_dir().glob("*.json"))
+    return {
+        "stream": ob.data.decode("utf-8", "replace"),
+        "late sync": late.data.decode("utf-8", "replace"),
+        "model": json.dumps(rt.model.to_dict()),
+        "logs": caplog.text,
+        "metrics": generate_latest(registry).decode(),
+        "discovery": entries,
+    }
+
+
+async def test_dsn_password_appears_nowhere_reference_pool(
+    fresh_runtime: runtime_module.Runtime, fresh_errors: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = fresh_runtime
+    caplog.set_level(logging.DEBUG)
+    failures = 2
+
+    async def factory() -> Conn:
+        nonlocal failures
+        if failures:
+            failures -= 1
+            # What drivers do: quote the connection string in the error.
+            raise ConnectionError(f"could not connect to {_dsn()}: connection refused")
+        return Conn()
+
+    from poolscope.pool import Pool
+
+    pool = Pool(factory, max_size=2, acquire_timeout=1.0, name="orders", target=_dsn())
+    pool = ps.instrument(pool, listen="127.0.0.1:0", leak_threshold=None)
+    assert rt.endpoint is not None
+    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    try:
+        async with pool:
+            for _ in range(3):
+                try:
+                    async with pool.acquire():
+                        pass
+                except Exception:
+                    pass
+        # An internal error whose message quotes the DSN, as a driver's exception might.
+        errors.report("test", ValueError(f"bad dsn {_dsn()} and password={PASSWORD}"))
+        await await_for(lambda: b'"type":"error"' in ob.data and b"connect_error" in ob.data)
+        outputs = _everything(rt, ob, caplog)
+    finally:
+        ob.close()
+    # The failures are there - with the secret masked.
+    assert "connect_error" in outputs["stream"] and "***" in outputs["stream"]
+    assert "poolscope internal error in test" in outputs["logs"]
+    for where, text in outputs.items():
+        assert PASSWORD not in text, f"password leaked into {where}"
+
+
+@pytest.mark.pg
+async def test_dsn_password_appears_nowhere_asyncpg_and_exporter(
+    fresh_runtime: runtime_module.Runtime,
+    pg_dsn: str,
+    caplog: pytest.LogCaptureFixture,
+    fault_children: list[Any],
+) -> None:
+    import asyncpg
+
+    rt = fresh_runtime
+    caplog.set_level(logging.DEBUG)
+    # PgCluster trusts 127.0.0.1, so a password in the DSN is accepted and ignored.
+    m = re.match(r"postgresql://([^@/:]+)@([^/]+)/(.+)", pg_dsn)
+    assert m, pg_dsn
+    dsn = f"postgresql://{m.group(1)}:{PASSWORD}@{m.group(2)}/{m.group(3)}"
+    dead = f"postgresql://{m.group(1)}:{PASSWORD}@127.0.0.1:{free_port()}/{m.group(3)}"
+    good = ps.instrument(
+        asyncpg.create_pool(dsn, min_size=1, max_size=2),
+        name="good",
+        listen="127.0.0.1:0",
+        heartbeat=0.1,
+    )
+    bad = ps.instrument(asyncpg.create_pool(dead, min_size=0, max_size=1), name="bad")
+    assert rt.endpoint is not None
+    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    mport = free_port()
+    exporter = spawn([*POOLSCOPE, "export", str(rt.endpoint), "--listen", f"127.0.0.1:{mport}"])
+    fault_children.append(exporter)
+    try:
+        async with good, bad:
+            for _ in range(5):
+                assert await good.fetchval("select 1") == 1
+            with pytest.raises(OSError):
+                await bad.fetchval("select 1")
+            await await_for(lambda: b'"heartbeat"' in ob.data and b"connect_error" in ob.data)
+
+            def scrape() -> str:
+                try:
+                    url = f"http://127.0.0.1:{mport}/metrics"
+                    with urllib.request.urlopen(url, timeout=2) as r:
+                        text = str(r.read().decode())
+                except OSError:
+                    return ""
+                return text if 'pool_name="good"' in text else ""
+
+            metrics = await asyncio.to_thread(wait_for, scrape, 15.0, 0.2)
+            outputs = _everything(rt, ob, caplog)
+    finally:
+        ob.close()
+        stop(exporter)
+    outputs["exporter /metrics"] = metrics
+    assert '"target":"127.0.0.1:' in outputs["stream"]
+    for where, text in outputs.items():
+        assert PASSWORD not in text, f"password leaked into {where}"
+
+
+async def _hold_with_a_secret(pool: Any, secret: str) -> None:
+    token = secret  # a local variable of the acquiring frame
+    async with pool.acquire() as conn:
+        assert token and conn
+        await asyncio.sleep(0.5)
+
+
+async def test_stack_events_carry_no_local_variables(
+    fresh_runtime: runtime_module.Runtime,
+) -> None:
+    rt = fresh_runtime
+    pool = ps.instrument(make_pool(), listen="127.0.0.1:0", leak_threshold=0.05)
+    assert rt.endpoint is not None
+    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    secret = "local-" + secrets.token_hex(12)
+    try:
+        async with pool:
+            await _hold_with_a_secret(pool, secret)
+        await await_for(lambda: b'"type":"unleak"' in ob.data)
+    finally:
+        ob.close()
+    evs = ob.events()
+    leak = next(e for e in evs if e["type"] == "leak")
+    frames = leak["stack"] + leak.get("current", [])
+    assert any(f["func"].endswith("_hold_with_a_secret") for f in frames)
+    for f in frames:
+        assert set(f) <= {"file", "line", "func", "code"}, f
+    assert secret.encode() not in bytes(ob.data)
+
+
+# What an observer must never run: code, pickles, attribute paths.
+HOSTILE_PAYLOADS = [
+    "__import__('os').system('touch {flag}')",
+    "open('{flag}', 'w')",
+    "{{{{ ''.__class__.__mro__[1].__subclasses__() }}}}",
+    "${{touch {flag}}}",
+    "$(touch {flag})",
+]
+
+
+def test_observer_never_evaluates_what_it_receives(tmp_path: Path) -> None:
+    import pickle
+
+    flag = tmp_path / "pwned"
+    lines: list[bytes] = []
+    for p in HOSTILE_PAYLOADS:
+        s = p.format(flag=flag)
+        lines.append(json.dumps({"type": s, "t": 1.0, "pool": s}).encode())
+        lines.append(
+            json.dumps(
+                {
+                    "type": "pool",
+                    "t": 1.0,
+                    "pool": s,
+                    "kind": s,
+                    "target": s,
+                    "config": {"max": s, "__class__": s},
+                }
+            ).encode()
+        )
+        lines.append(
+            json.dumps({"type": "sync", "t": 1.0, "state": {"pools": {s: {"name": s}}}}).encode()
+        )
+        lines.append(json.dumps({"type": "error", "t": 1.0, "error": s, "where": s}).encode())
+
+    class Exploit:
+        def __reduce__(self) -> tuple[Any, ...]:
+            return (open, (str(flag), "w"))
+
+    lines.append(pickle.dumps(Exploit()))
+    lines.append(b"\x80\x04" + pickle.dumps(Exploit()))
+    decoded = []
+    for line in lines:
+        try:
+            decoded.append(decode(line))
+        except ValueError:
+            pass
+    state = fold(decoded)
+    json.dumps(state.to_dict())
+    assert not flag.exists()
+
+
+FORBIDDEN = re.compile(
+    r"\b(eval|exec|compile)\s*\(|\bpickle\b|\bmarshal\b|\bshelve\b|yaml\.(unsafe_)?load|"
+    r"__import__\s*\(|\bast\.literal_eval\b"
+)
+
+
+def test_no_evaluating_calls_in_the_package_source() -> None:
+    """A grep over both sides' source: nothing that turns data into code."""
+    offenders = []
+    for base in (ROOT / "poolscope", ROOT / "instrument"):
+        for path in base.rglob("*.py"):
+            if "instrument" in path.relative_to(ROOT).parts[:2] and base.name == "poolscope":
+                continue  # the symlink to instrument/, scanned on its own
+            for n, line in enumerate(path.read_text().splitlines(), 1):
+                code = line.split("#", 1)[0]
+                if FORBIDDEN.search(code) and "re.compile" not in code:
+                    offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+    assert not offenders, "\n".join(offenders)
+
+
+def test_import_module_only_with_names_from_fixed_tables() -> None:
+    """Dynamic imports take names from poolscope's own tables, never from the wire."""
+    allowed = {"poolscope/cli.py"}
+    found = set()
+    for base in (ROOT / "poolscope", ROOT / "instrument"):
+        for path in base.rglob("*.py"):
+            if "import_module(" in path.read_text():
+                found.add(str(path.relative_to(ROOT)))
+    assert found <= allowed, found - allowed
+
+
+def test_unknown_event_type_is_not_looked_up_as_a_method() -> None:
+    state = fold(
+        [
+            {"type": "_on_sync", "t": 1.0, "state": {}},
+            {"type": "__init__", "t": 1.0},
+            {"type": "apply", "t": 1.0},
+            {"type": "to_dict", "t": 1.0},
+        ]
+    )
+    assert state.skipped == 4 and state.events == 0
