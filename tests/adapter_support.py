@@ -19,7 +19,7 @@ def capture(rt: Runtime) -> list[dict[str, Any]]:
         events.extend(evs)
         original(evs)
 
-    rt._emit = emit  # type: ignore[method-assign]
+    rt._emit = emit  # type: ignore[method-assign,assignment]
     rt.state_interval = 0.1
     return events
 
