@@ -605,20 +605,27 @@ class Pool(Generic[C]):
                 except CircuitOpenError as exc:
                     self._emit("acquire_error", error=str(exc), reason="circuit_open")
                     raise
-                if self._closed:
-                    self._retire(rec, "closed")
-                    raise PoolClosed(f"pool {self.name} is closed")
-                now = _clock()
-                if rec.expires <= now:
-                    self._retire(rec, "lifetime")
-                    continue
-                if (
-                    self.test_on_borrow
-                    and now - rec.last_used > self.borrow_ping_skip
-                    and not await self._validate(rec, self.validation_timeout)
-                ):
-                    continue
-                return rec
+                while True:
+                    if self._closed:
+                        self._retire(rec, "closed")
+                        raise PoolClosed(f"pool {self.name} is closed")
+                    now = _clock()
+                    # A connection that turns out unusable is replaced in its own
+                    # slot, so this acquirer keeps its place in the queue (FIFO).
+                    keep = bool(self._waiters) or not self._idle
+                    if rec.expires <= now:
+                        self._retire(rec, "lifetime", free_slot=not keep)
+                    elif (
+                        self.test_on_borrow
+                        and now - rec.last_used > self.borrow_ping_skip
+                        and not await self._validate(rec, self.validation_timeout, keep_slot=keep)
+                    ):
+                        pass
+                    else:
+                        return rec
+                    if not keep:
+                        break  # take an idle one instead
+                    rec = await self._connect_in_slot(start, deadline, timeout)
         finally:
             self._acquiring -= 1
             self._check_drained()
@@ -914,18 +921,20 @@ class Pool(Generic[C]):
                 self._size += 1
                 w.set_result(_SLOT)
 
-    def _retire(self, rec: _Conn[C], reason: str, **extra: Any) -> None:
-        """Close a connection the pool no longer wants; its slot is freed at once."""
+    def _retire(self, rec: _Conn[C], reason: str, *, free_slot: bool = True, **extra: Any) -> None:
+        """Close a connection the pool no longer wants; its slot is freed at once
+        (unless the caller keeps the slot to open a replacement in it)."""
         if rec.state == _CLOSED or rec.state == _RECLAIMED:
             return
         raw = rec.get()
         rec.state = _CLOSED
         rec.raw = None
-        self._size -= 1
         self._emit("close", conn=str(rec.id), reason=reason, age=_clock() - rec.created, **extra)
         if raw is not None:
             self._close_raw(raw)
-        self._wake_for_slot()
+        if free_slot:
+            self._size -= 1
+            self._wake_for_slot()
         if self._drained is not None:
             self._check_drained()
 
@@ -949,7 +958,7 @@ class Pool(Generic[C]):
         except Exception as exc:
             log.debug("pool %s: close failed: %s", self.name, _err(exc))
 
-    async def _ping_ok(self, rec: _Conn[C], timeout: float) -> bool:
+    async def _ping_ok(self, rec: _Conn[C], timeout: float, keep_slot: bool = False) -> bool:
         """Ping a connection the pool holds in state _BUSY (counted in ``_busy``).
 
         On failure the connection is retired and False returned; on cancellation
@@ -960,17 +969,17 @@ class Pool(Generic[C]):
             await asyncio.wait_for(self.ping(rec.raw), timeout)  # type: ignore[arg-type]
         except Exception as exc:
             self._busy -= 1
-            self._retire(rec, _close_reason(exc), error=_err(exc))
+            self._retire(rec, _close_reason(exc), free_slot=not keep_slot, error=_err(exc))
             return False
         rec.checked = _clock()
         return True
 
-    async def _validate(self, rec: _Conn[C], timeout: float) -> bool:
+    async def _validate(self, rec: _Conn[C], timeout: float, keep_slot: bool = False) -> bool:
         """Ping a connection the pool holds privately; retire it when it fails."""
         rec.state = _BUSY
         self._busy += 1
         try:
-            ok = await self._ping_ok(rec, timeout)
+            ok = await self._ping_ok(rec, timeout, keep_slot)
         except BaseException:
             if rec.state == _BUSY:
                 self._busy -= 1
