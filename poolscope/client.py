@@ -10,7 +10,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from poolscope.endpoint import Endpoint
-from poolscope.events import MAX_LINE_BYTES, DecodeError, Event, decode, encode
+from poolscope.events import (
+    MAX_LINE_BYTES,
+    PROTOCOL_VERSION,
+    DecodeError,
+    Event,
+    decode,
+    encode,
+)
 
 #: Local events a client yields about its own connection; never on the wire.
 CONNECTED = "connected"
@@ -19,6 +26,16 @@ DISCONNECTED = "disconnected"
 
 class ConnectError(ConnectionError):
     """Nothing answers at an endpoint; the message is one line for users."""
+
+
+def protocol_problem(hello: Event) -> str:
+    """Why this poolscope cannot read a stream that starts with ``hello`` ("" if it can)."""
+    v = hello.get("protocol")
+    if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+        return f"hello without a valid protocol version; this poolscope speaks {PROTOCOL_VERSION}"
+    if v > PROTOCOL_VERSION:
+        return f"protocol version {v} from the future; this poolscope speaks {PROTOCOL_VERSION}"
+    return ""
 
 
 async def open_stream(
@@ -97,6 +114,7 @@ class StreamClient:
             self.stats.disconnected_since = None
             yield self._local(CONNECTED, "")
             error = "closed by the application"
+            incompatible = False
             try:
                 while True:
                     try:
@@ -115,6 +133,13 @@ class StreamClient:
                     except DecodeError:
                         self.stats.bad_lines += 1
                         continue
+                    if ev["type"] == "hello":
+                        problem = protocol_problem(ev)
+                        if problem:
+                            # Say so in one line and stop reading: what follows is
+                            # in a language this version does not know.
+                            error, incompatible = problem, True
+                            break
                     if self.raw:
                         ev["_line"] = line
                     yield ev
@@ -126,7 +151,10 @@ class StreamClient:
             self.stats.connected = False
             self.stats.disconnected_since = time.time()
             self.stats.last_error = error
-            yield self._local(DISCONNECTED, error)
+            gone = self._local(DISCONNECTED, error)
+            if incompatible:
+                gone["incompatible"] = True
+            yield gone
             if not self.reconnect:
                 return
             attempt += 1
@@ -160,22 +188,45 @@ class FileFeed:
     def __iter__(self) -> Iterator[Event]:
         try:
             with open(self.path, "rb") as f:
-                for number, line in enumerate(f, start=1):
+                number = 0
+                while True:
+                    # Bounded: a giant (or endless) line costs at most 1 MiB of memory.
+                    line = f.readline(MAX_LINE_BYTES + 1)
+                    if not line:
+                        return
+                    number += 1
                     self.lines = number
+                    if len(line) > MAX_LINE_BYTES and not line.endswith(b"\n"):
+                        while True:  # skip the rest of it
+                            chunk = f.readline(1 << 16)
+                            if not chunk or chunk.endswith(b"\n"):
+                                break
+                        self._bad(number)
+                        continue
                     if not line.strip():
                         continue
                     try:
-                        yield decode(line)
+                        ev = decode(line)
                     except DecodeError as exc:
-                        self.bad_lines += 1
-                        if self.first_bad_line is None:
-                            self.first_bad_line = number
+                        self._bad(number)
                         if not line.endswith(b"\n"):
                             self.stopped = f"truncated at line {number}: {exc}"
                             return
+                        continue
+                    if ev["type"] == "hello":
+                        problem = protocol_problem(ev)
+                        if problem:
+                            self.stopped = f"stopped at line {number}: {problem}"
+                            return
+                    yield ev
         except OSError as exc:
             self.stopped = f"{self.path}: {exc.strerror or exc}"
             raise
+
+    def _bad(self, number: int) -> None:
+        self.bad_lines += 1
+        if self.first_bad_line is None:
+            self.first_bad_line = number
 
 
 def read_events(path: str | Path) -> list[Event]:

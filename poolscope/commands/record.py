@@ -44,11 +44,19 @@ async def record(endpoint: Endpoint, path: str, duration: float | None, token: s
     except OSError as exc:
         raise CommandError(f"cannot write {path}: {exc.strerror or exc}") from None
 
+    failure = ""
+
     async def pump() -> None:
-        nonlocal count
+        nonlocal count, failure
         async for ev in client.events():
             if ev["type"] in (CONNECTED, DISCONNECTED):
                 if ev["type"] == DISCONNECTED:
+                    # The application may have exited: its last events go to disk now.
+                    out.flush()
+                    if ev.get("incompatible"):
+                        failure = f"cannot record {endpoint}: {ev.get('error', '')}"
+                        stop.set()
+                        return
                     print(
                         f"poolscope record: {ev['endpoint']}: {ev.get('error', '')}; reconnecting",
                         file=sys.stderr,
@@ -68,6 +76,8 @@ async def record(endpoint: Endpoint, path: str, duration: float | None, token: s
             await task
         client.close()
         out.close()
+    if failure:
+        raise CommandError(failure)
     print(f"poolscope record: {count} events written to {path}", file=sys.stderr)
     return 0
 
