@@ -204,11 +204,15 @@ def _measure(util: float, seconds: float, pools: int, noise_seeds: int) -> dict[
     nominal = advisor.wait_p99(SERVERS, util * SERVERS / HOLD, HOLD)
     erlang = advisor.erlang_c(SERVERS, load)
     waited = sum(1 for x in waits if x > WAITED) / len(waits) if waits else 0.0
+    err = (observed - measured) / measured if measured else None
     rate = statistics.mean(a.workload.rate for a in advices)
     hold = statistics.mean(a.workload.hold_mean for a in advices)
     lo, hi = _noise_band(rate, hold, [len(r["waits"]) for r in runs], seeds=noise_seeds)
     return {
         "noise_band": [lo, hi],
+        # Whether the error is one a perfect M/M/c could show at this sample size
+        # (the band widened by 5 points for the timer jitter of a real event loop).
+        "within_noise": err is not None and lo - 0.05 <= err <= hi + 0.05,
         "utilization": util,
         "nominal_rate": util * SERVERS / HOLD,
         "observed_rate": rate,
@@ -218,7 +222,7 @@ def _measure(util: float, seconds: float, pools: int, noise_seeds: int) -> dict[
         "measured_p99": measured,
         "measured_p99_per_pool": [_exact_quantile(r["waits"], 0.99) for r in runs],
         "predicted_p99_observed": observed,
-        "error_observed": (observed - measured) / measured if measured else None,
+        "error_observed": err,
         "predicted_p99_nominal": nominal,
         "error_nominal": (nominal - measured) / measured if measured else None,
         "measured_wait_share": waited,
@@ -278,6 +282,13 @@ def run(quick: bool) -> dict[str, Any]:
         "rows": rows,
         "worst_abs_error": worst,
         "within_target": worst is not None and worst <= TARGET_ERROR,
+        "all_within_noise": all(r["within_noise"] for r in rows),
+        "notes": (
+            "Near saturation waits come in long correlated busy periods, so a p99 measured "
+            "over seconds is noisy even for a perfect M/M/c queue: read each error against "
+            "its sampling-noise band. Quick mode (8 s per utilization) is a smoke test; the "
+            "25% target is for the full run."
+        ),
         "markdown": "\n".join(lines),
     }
 
