@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -95,17 +97,60 @@ def test_unreadable_sources_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture
     garbage.write_bytes(b"\x00\x01 not json\n")
     empty = tmp_path / "empty.ndjson"
     empty.write_bytes(b"")
+    future = tmp_path / "future.ndjson"
+    future.write_bytes(encode({"type": "hello", "t": 1.0, "protocol": 99, "pid": 1}))
     cases = {
         str(tmp_path / "missing.ndjson"): "no such file",
         str(tmp_path): "cannot read",
         str(garbage): "not a poolscope recording",
         str(empty): "empty recording",
+        str(future): "protocol version 99 from the future",
         f"127.0.0.1:{_free_port()}": "connection refused",
     }
     for source, message in cases.items():
         assert main(["advise", source]) == 1, source
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
+
+
+def test_truncated_recording_is_advised_with_a_note(
+    recording: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cut = tmp_path / "cut.ndjson"
+    data = recording.read_bytes()
+    cut.write_bytes(data[: len(data) // 2 + 7])
+    assert main(["advise", str(cut)]) == 0
+    captured = capsys.readouterr()
+    assert "recommended size" in captured.out
+    assert "truncated at line" in captured.err and "advising on what came before" in captured.err
+
+
+def test_incompatible_live_stream_exits_1(capsys: pytest.CaptureFixture[str]) -> None:
+    """An application speaking a newer protocol: one line, exit 1, no hang."""
+    server = socket.create_server(("127.0.0.1", 0))
+    port = server.getsockname()[1]
+    conns: list[socket.socket] = []
+
+    def serve() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                conn, _ = server.accept()
+                conns.append(conn)
+                conn.sendall(encode({"type": "hello", "t": 1.0, "protocol": 99, "pid": 1}))
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        start = time.monotonic()
+        assert main(["advise", f"127.0.0.1:{port}", "--duration", "20"]) == 1
+        assert time.monotonic() - start < 10
+        err = capsys.readouterr().err.strip().splitlines()
+        assert "protocol version 99 from the future" in err[-1]
+    finally:
+        server.close()
+        for c in conns:
+            c.close()
+        thread.join(2)
 
 
 def test_unknown_pool_exits_1(recording: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -110,9 +110,16 @@ def _read_file(path: Path) -> list[Event]:
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
     if not events:
+        if feed.stopped:
+            raise CommandError(f"{path}: {feed.stopped}")
         if feed.bad_lines:
             raise CommandError(f"{path}: not a poolscope recording (no readable events)")
         raise CommandError(f"{path}: empty recording")
+    if feed.stopped:
+        print(
+            f"poolscope advise: {path}: {feed.stopped}; advising on what came before",
+            file=sys.stderr,
+        )
     return events
 
 
@@ -126,11 +133,16 @@ async def _watch(endpoint: Endpoint, duration: float, token: str | None) -> list
     print(f"poolscope advise: watching {endpoint} for {duration:g}s ...", file=sys.stderr)
     client = StreamClient(endpoint, token=token)
     events: list[Event] = []
+    refused = ""
 
     async def pump() -> None:
+        nonlocal refused
         async for ev in client.events():
             if ev["type"] not in (CONNECTED, DISCONNECTED):
                 events.append(ev)
+            elif ev.get("incompatible"):
+                refused = str(ev.get("error", "incompatible stream"))
+                return
 
     task = asyncio.ensure_future(pump())
     try:
@@ -140,6 +152,8 @@ async def _watch(endpoint: Endpoint, duration: float, token: str | None) -> list
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         client.close()
+    if refused:
+        raise CommandError(f"cannot advise: {endpoint}: {refused}")
     if not events:
         raise CommandError(f"cannot advise: {endpoint} sent nothing in {duration:g}s")
     return events
