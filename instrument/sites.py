@@ -12,6 +12,7 @@ import linecache
 import os
 import sys
 import sysconfig
+import threading
 from types import CodeType, FrameType
 from typing import Any
 
@@ -37,6 +38,7 @@ def _init_internal_dirs() -> None:
 
 
 _init_internal_dirs()
+_getframe = sys._getframe
 
 # Libraries whose frames are skipped once they are imported; checked lazily because
 # they may be imported after poolscope.
@@ -45,10 +47,41 @@ _internal_cache: dict[CodeType, bool] = {}
 _APP_MARK = os.sep + os.path.join("poolscope", "demo") + os.sep
 
 
+# Code objects seen at acquire sites, interned to small ints. Hashing a code object
+# hashes its bytecode, names and constants on every call (0.2-1 us each), so both the
+# capture walk and the runtime's site-id lookup of a raw site tuple got slower with
+# every frame; ids and int tuples cost next to nothing. ``_codes`` keeps each code
+# alive, so its ``id()`` stays unique; past ``MAX_CODES`` (code generated at run
+# time, say) frames are kept as index -1 and print as unknown.
+MAX_CODES = 100_000
+_code_index: dict[int, int] = {}  # id(code) -> index into _codes
+_codes: list[CodeType] = []
+_code_internal: list[bool] = []  # index -> frame is pool machinery
+_intern_lock = threading.Lock()
+
+
+def _intern(code: CodeType) -> int:
+    with _intern_lock:
+        i = _code_index.get(id(code))
+        if i is not None:
+            return i
+        if len(_codes) >= MAX_CODES:
+            return -1
+        internal = _is_internal(code)
+        # Publish the index last: readers index the lists only after finding it.
+        _codes.append(code)
+        _code_internal.append(internal)
+        i = _code_index[id(code)] = len(_codes) - 1
+        return i
+
+
 def add_internal_dir(path: str) -> None:
     """Treat frames from ``path`` as pool machinery (for extra adapters and tests)."""
     _INTERNAL_DIRS.append(os.path.abspath(path))
     _internal_cache.clear()
+    with _intern_lock:
+        for i, code in enumerate(_codes):
+            _code_internal[i] = _is_internal(code)
 
 
 def _is_internal(code: CodeType) -> bool:
@@ -70,36 +103,41 @@ def _is_internal(code: CodeType) -> bool:
 
 
 def capture(depth: int = 1, skip: int = 2) -> tuple[Any, ...]:
-    """The application's frames above the caller, as ``(code, lasti, ...)``.
+    """The application's frames above the caller, as ``(code index, lasti, ...)``.
 
     ``skip`` frames are dropped first (this function and its caller); pool
     machinery frames after that are skipped; then up to ``depth`` frames are kept.
-    Cost: a few attribute reads per frame and a dict lookup per code object.
+    Cost: a few attribute reads and one int-keyed dict lookup per frame.
     """
     try:
-        f: FrameType | None = sys._getframe(skip)
+        f: FrameType | None = _getframe(skip)
     except ValueError:
         return ()
-    cache = _internal_cache
+    index = _code_index
+    internal = _code_internal
+    i = -1
     while f is not None:
         code = f.f_code
-        internal = cache.get(code)
-        if internal is None:
-            internal = cache[code] = _is_internal(code)
-        if not internal:
+        i = index.get(id(code), -2)
+        if i == -2:
+            i = _intern(code)
+        if i < 0 or not internal[i]:
             break
         f = f.f_back
     if f is None:
         return ()
     if depth == 1:
-        return (f.f_code, f.f_lasti)
-    out: list[Any] = []
+        return (i, f.f_lasti)
+    out = [i, f.f_lasti]
+    f = f.f_back
+    depth -= 1
     while f is not None and depth > 0:
         code = f.f_code
-        out.append(code)
+        i = index.get(id(code), -2)
+        if i == -2:
+            i = _intern(code)
+        out.append(i)
         out.append(f.f_lasti)
-        if code not in cache:
-            cache[code] = _is_internal(code)
         f = f.f_back
         depth -= 1
     return tuple(out)
@@ -116,12 +154,19 @@ def line_of(code: CodeType, lasti: int) -> int:
 def format_site(raw: tuple[Any, ...]) -> list[dict[str, Any]]:
     """``[{file, line, func, code}, ...]``, innermost (the acquiring line) first."""
     frames: list[dict[str, Any]] = []
-    for i in range(0, len(raw) - 1, 2):
-        code, lasti = raw[i], raw[i + 1]
-        if not isinstance(code, CodeType):
+    n_codes = len(_codes)
+    for j in range(0, len(raw) - 1, 2):
+        ref, lasti = raw[j], raw[j + 1]
+        if isinstance(ref, CodeType):  # a site captured as (code, lasti) pairs
+            code: CodeType = ref
+            internal = _internal_cache.get(code, False)
+        elif isinstance(ref, int) and 0 <= ref < n_codes:
+            code = _codes[ref]
+            internal = _code_internal[ref]
+        else:
             continue
         # Below the acquiring frame, event-loop and pool machinery is noise.
-        if frames and _internal_cache.get(code, False):
+        if frames and internal:
             continue
         line = line_of(code, lasti)
         frames.append(
