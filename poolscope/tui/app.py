@@ -1,0 +1,451 @@
+"""The poolscope TUI (Textual): live on attached processes, or over a recording.
+
+Data and screen are decoupled: a source folds events continuously (a background
+thread live, the data's own clock in replay) and this app redraws on a timer
+(1 s by default; ``+``/``-``), so a burst of events costs one redraw. Only the
+visible view is computed; tables are updated row by row by key; the chart
+redraws at most once a second and only when it is on screen. Pause holds the
+screen still while folding goes on.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import ClassVar
+
+from rich.text import Text
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, VerticalScroll
+from textual.screen import ModalScreen
+from textual.timer import Timer
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+
+from poolscope.endpoint import Endpoint
+from poolscope.tui import views
+from poolscope.tui.data import LiveSource, ReplaySource, Source
+from poolscope.tui.keys import KEYS, REFRESH_STEPS, VIEWS, WINDOWS, help_lines
+from poolscope.tui.osinfo import ProcessProbe, ProcInfo
+from poolscope.tui.shots import svg_to_png
+from poolscope.tui.widgets import Chart, KeyedTable
+
+#: Rows the events view keeps on screen.
+EVENTS_SHOWN = 500
+
+
+def _bindings() -> list[BindingType]:
+    return [
+        Binding(
+            k.keys,
+            k.action,
+            k.help.split(";")[0][:24],
+            show=k.footer,
+            key_display=k.shown,
+            priority=k.priority,
+        )
+        for k in KEYS
+    ]
+
+
+class HelpScreen(ModalScreen[None]):
+    """``?``: every key, from the same table the bindings come from."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("escape,q,question_mark", "dismiss", "close"),
+    ]
+
+    def __init__(self, replay: bool) -> None:
+        super().__init__()
+        self._replay = replay
+
+    def compose(self) -> ComposeResult:
+        text = Text()
+        text.append("poolscope keys\n\n", style="bold")
+        for shown, desc in help_lines(self._replay):
+            text.append(f"{shown:>10}  ", style="bold cyan")
+            text.append(f"{desc}\n")
+        text.append("\nViews: ", style="bold")
+        text.append("  ".join(f"{i} {title}" for i, (_, title) in enumerate(VIEWS, start=1)))
+        text.append("\nThe mouse works too: click tabs, rows and column headers.", style="dim")
+        yield Static(text, id="help")
+
+
+class PoolscopeApp(App[None]):
+    CSS_PATH = "poolscope.tcss"
+    BINDINGS: ClassVar[list[BindingType]] = _bindings()
+    ENABLE_COMMAND_PALETTE = False
+
+    def __init__(
+        self,
+        source: Source,
+        *,
+        title: str = "poolscope",
+        refresh_interval: float = 1.0,
+        screenshot_dir: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        self.source = source
+        self.title = title
+        self.refresh_interval = refresh_interval
+        self.screenshot_dir = Path(
+            screenshot_dir or os.environ.get("POOLSCOPE_SCREENSHOT_DIR") or "."
+        )
+        self.paused = False
+        self.sort = views.SORTS[0]
+        self.window = WINDOWS[1]
+        self.filter = views.Filter()
+        self.selected_pool: str | None = None
+        self.selected_leak: str | None = None
+        self._timer: Timer | None = None
+        self._last_tick = time.monotonic()
+        self._events_after: dict[int, int] = {}
+        self._probe = ProcessProbe()
+        self._leak_groups: dict[str, views.LeakGroup] = {}
+        # Measured by the app itself (bench/tui.py reads these).
+        self.refreshes = 0
+        self.render_seconds: list[float] = []
+        self.lags: list[float] = []
+        self.last_screenshot: tuple[Path, Path | None] | None = None
+
+    # -- layout ------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Static(id="header")
+        with TabbedContent(initial="pools", id="tabs"):
+            with TabPane("1 Pools", id="pools"):
+                yield KeyedTable(views.POOL_COLUMNS, id="pools-table")
+                with Horizontal(id="pool-detail"):
+                    yield Chart(self._draw_chart, id="chart")
+                    yield Static(id="hists")
+            with TabPane("2 Holders", id="holders"):
+                yield Static(classes="note", id="holders-note")
+                yield KeyedTable(views.HOLDER_COLUMNS, id="holders-table")
+            with TabPane("3 Leaks", id="leaks"):
+                yield KeyedTable(views.LEAK_COLUMNS, id="leaks-table")
+                with VerticalScroll(id="leak-detail-box"):
+                    yield Static(id="leak-detail")
+            with TabPane("4 Heartbeat", id="heartbeat"):
+                yield KeyedTable(views.HEARTBEAT_COLUMNS, id="heartbeat-table")
+                with VerticalScroll(id="hb-failures-box"):
+                    yield Static(id="hb-failures")
+            with TabPane("5 Connections", id="connections"):
+                yield KeyedTable(views.CONN_COLUMNS, id="connections-table")
+                yield Static(classes="note", id="connections-note")
+            with TabPane("6 Events", id="events"):
+                yield KeyedTable(views.EVENT_COLUMNS, id="events-table")
+        yield Input(
+            placeholder="filter: words, type:acquire, pool:orders (escape clears)", id="filter"
+        )
+        yield Static(id="status")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#filter", Input).disabled = True  # no focus while hidden
+        self._focus_view()
+        self.source.start()
+        self._start_timer()
+        self.call_after_refresh(self.refresh_screen, True)
+
+    def on_unmount(self) -> None:
+        self.source.stop()
+
+    def _start_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.stop()
+        self._timer = self.set_interval(self.refresh_interval, self._tick)
+
+    def _tick(self) -> None:
+        now = time.monotonic()
+        dt, self._last_tick = now - self._last_tick, now
+        self.source.tick(dt)
+        if self.paused and self.source.live:
+            self._update_status()
+            return
+        self.refresh_screen()
+
+    @property
+    def active_view(self) -> str:
+        return self.query_one(TabbedContent).active or "pools"
+
+    # -- drawing -------------------------------------------------------------------
+    def refresh_screen(self, force_chart: bool = False) -> None:
+        """Compute the visible view from the folded state and update its widgets."""
+        started = time.perf_counter()
+        view = self.active_view
+        feeds = self.source.feeds
+        infos = [self._proc_info(i) for i in range(len(feeds))]
+        with self.source.lock:
+            clock = self.source.clock()
+            replay = self.source.status() if isinstance(self.source, ReplaySource) else ""
+            header = Text("\n").join(
+                views.header_line(f, f.events_per_second(clock), infos[i], replay)
+                for i, f in enumerate(feeds[:4])
+            )
+            if len(feeds) > 4:
+                header.append(f"\n… and {len(feeds) - 4} more processes", style="dim")
+            if view == "pools":
+                self._refresh_pools(force_chart)
+            elif view == "holders":
+                self._refresh_holders()
+            elif view == "leaks":
+                self._refresh_leaks()
+            elif view == "heartbeat":
+                self._refresh_heartbeat()
+            elif view == "connections":
+                self._refresh_connections()
+            elif view == "events":
+                self._refresh_events()
+            newest = max((f.state.now for f in feeds), default=0.0)
+        self.query_one("#header", Static).update(header)
+        self._update_status()
+        self.refreshes += 1
+        self.render_seconds.append(time.perf_counter() - started)
+        if self.source.live and newest:
+            self.lags.append(max(0.0, time.time() - newest))
+
+    def _proc_info(self, i: int) -> ProcInfo | None:
+        feed = self.source.feeds[i]
+        pid = feed.state.process.get("pid")
+        if not feed.live or not feed.connected or not isinstance(pid, int):
+            return None
+        if feed.endpoint is None or not feed.endpoint.is_loopback:
+            return None
+        return self._probe.info(pid)
+
+    def _refresh_pools(self, force_chart: bool) -> None:
+        table = self.query_one("#pools-table", KeyedTable)
+        rows = views.pool_rows(self.source.feeds, self.sort, self.filter)
+        table.sync([(r.key, r.cells()) for r in rows])
+        if self.selected_pool not in {r.key for r in rows}:
+            self.selected_pool = table.selected_key or (rows[0].key if rows else None)
+        found = views.find_pool(self.source.feeds, self.selected_pool)
+        hists = Text()
+        if found is None:
+            hists.append("no pool selected", style="dim")
+        else:
+            _feed, pool = found
+            hists.append(f"{pool.name}", style="bold")
+            hists.append(f"  {pool.kind} → {pool.target or '?'}\n", style="dim")
+            row = next((r for r in rows if r.key == self.selected_pool), None)
+            for alert in row.alerts if row else []:
+                hists.append(f"⚠ {alert}\n", style="bold red")
+            hists.append("\n")
+            hists.append_text(views.histogram_text("wait", pool.wait, max_lines=7, bar=14))
+            hists.append("\n")
+            hists.append_text(views.histogram_text("hold", pool.hold, max_lines=7, bar=14))
+        self.query_one("#hists", Static).update(hists)
+        self.query_one("#chart", Chart).redraw(force=force_chart)
+
+    def _draw_chart(self, width: int, height: int) -> Text:
+        # Called from _refresh_pools, under the source's lock.
+        found = views.find_pool(self.source.feeds, self.selected_pool)
+        if found is None:
+            return Text("no pool selected", style="dim")
+        return views.chart_text(found[1], self.window, width, height)
+
+    def _refresh_holders(self) -> None:
+        rows = views.holder_rows(self.source.feeds, self.filter)
+        self.query_one("#holders-table", KeyedTable).sync(rows)
+        pools = sum(len(f.state.pools) for f in self.source.feeds)
+        waiting = sum(p.waiting for f in self.source.feeds for p in f.state.pools.values())
+        self.query_one("#holders-note", Static).update(
+            f"{len(rows)} connections checked out across {pools} pools, {waiting} waiting; "
+            "longest held first"
+        )
+
+    def _refresh_leaks(self) -> None:
+        groups = views.leak_groups(self.source.feeds, self.filter)
+        self._leak_groups = {g.key: g for g in groups}
+        table = self.query_one("#leaks-table", KeyedTable)
+        table.sync([(g.key, g.cells()) for g in groups])
+        key = self.selected_leak if self.selected_leak in self._leak_groups else None
+        key = key or table.selected_key
+        self.query_one("#leak-detail", Static).update(
+            views.leak_detail(self._leak_groups.get(key) if key else None)
+        )
+
+    def _refresh_heartbeat(self) -> None:
+        feeds = self.source.feeds
+        self.query_one("#heartbeat-table", KeyedTable).sync(
+            views.heartbeat_rows(feeds, self.filter)
+        )
+        self.query_one("#hb-failures", Static).update(views.heartbeat_failures_text(feeds))
+
+    def _refresh_connections(self) -> None:
+        feeds = self.source.feeds
+        counts: list[dict[str, int] | None] = []
+        for f in feeds:
+            pid = f.state.process.get("pid")
+            local = f.live and f.connected and f.endpoint is not None and f.endpoint.is_loopback
+            if local and isinstance(pid, int):
+                counts.append(
+                    self._probe.connections(pid, [p.target for p in f.state.pools.values()])
+                )
+            else:
+                counts.append(None)
+        self.query_one("#connections-table", KeyedTable).sync(views.connection_rows(feeds, counts))
+        self.query_one("#connections-note", Static).update(
+            "Established TCP connections the OS sees from the process to each pool's target, "
+            "against the pools' own size. More sockets than pool connections means "
+            "connections are held outside the pool."
+        )
+
+    def _refresh_events(self) -> None:
+        table = self.query_one("#events-table", KeyedTable)
+        rows = views.recent_events(self.source.feeds, self._events_after, self.filter, EVENTS_SHOWN)
+        if rows:
+            table.append(rows, keep=EVENTS_SHOWN)
+            table.move_cursor(row=table.row_count - 1, animate=False)
+
+    def _reset_events(self) -> None:
+        self._events_after = {}
+        self.query_one("#events-table", KeyedTable).reset()
+
+    def _update_status(self) -> None:
+        parts = Text()
+        if self.paused and self.source.live:
+            parts.append(" PAUSED ", style="bold reverse yellow")
+            parts.append("  ")
+        if isinstance(self.source, ReplaySource):
+            parts.append(self.source.status(), style="bold")
+            parts.append("  ")
+            note = self.source.stopped_reading
+            if note:
+                parts.append(note + "  ", style="bold red")
+        parts.append(f"refresh {self.refresh_interval:g}s  sort {self.sort}  ")
+        parts.append(f"window {int(self.window // 60)}m")
+        if self.filter:
+            parts.append("  filter ", style="dim")
+            parts.append(self.query_one("#filter", Input).value, style="bold")
+        self.query_one("#status", Static).update(parts)
+
+    # -- events from widgets ---------------------------------------------------------
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        key = event.row_key.value
+        if event.data_table.id == "pools-table" and key != self.selected_pool:
+            self.selected_pool = key
+            if not self.paused or not self.source.live:
+                self.refresh_screen(force_chart=True)
+        elif event.data_table.id == "leaks-table" and key != self.selected_leak:
+            self.selected_leak = key
+            group = self._leak_groups.get(key or "")
+            with self.source.lock:
+                self.query_one("#leak-detail", Static).update(views.leak_detail(group))
+
+    def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self.refresh_screen(force_chart=True)
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.filter = views.Filter.parse(event.value)
+        self._reset_events()
+        self.refresh_screen(force_chart=True)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        self._focus_view()
+
+    # -- actions -----------------------------------------------------------------
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen(isinstance(self.source, ReplaySource)))
+
+    def action_pause(self) -> None:
+        if isinstance(self.source, ReplaySource):
+            self.source.toggle()
+            self._last_tick = time.monotonic()
+        else:
+            self.paused = not self.paused
+        self.refresh_screen() if not self.paused else self._update_status()
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("shown")
+        box.disabled = False
+        box.focus()
+
+    def action_clear(self) -> None:
+        box = self.query_one("#filter", Input)
+        had = bool(box.value)
+        box.remove_class("shown")
+        box.disabled = True
+        if had:
+            box.value = ""  # fires Input.Changed, which refreshes
+        self._focus_view()
+
+    def _focus_view(self) -> None:
+        view = self.active_view
+        try:
+            self.query_one(f"#{view}-table", KeyedTable).focus()
+        except Exception:
+            self.set_focus(None)
+
+    def action_view(self, view: str) -> None:
+        self.query_one(TabbedContent).active = view
+        self._focus_view()
+
+    def _move_view(self, step: int) -> None:
+        ids = [v for v, _ in VIEWS]
+        i = ids.index(self.active_view) if self.active_view in ids else 0
+        self.action_view(ids[(i + step) % len(ids)])
+
+    def action_next_view(self) -> None:
+        self._move_view(1)
+
+    def action_prev_view(self) -> None:
+        self._move_view(-1)
+
+    def action_sort(self) -> None:
+        self.sort = views.SORTS[(views.SORTS.index(self.sort) + 1) % len(views.SORTS)]
+        self.refresh_screen()
+
+    def action_window(self) -> None:
+        self.window = WINDOWS[(WINDOWS.index(self.window) + 1) % len(WINDOWS)]
+        self.refresh_screen(force_chart=True)
+
+    def action_refresh(self, direction: int) -> None:
+        steps = REFRESH_STEPS
+        i = min(range(len(steps)), key=lambda j: abs(steps[j] - self.refresh_interval))
+        self.refresh_interval = steps[max(0, min(len(steps) - 1, i + direction))]
+        self._start_timer()
+        self._update_status()
+
+    def action_save_screenshot(self) -> None:
+        self.screenshot_dir.mkdir(parents=True, exist_ok=True)
+        svg = Path(self.save_screenshot(path=str(self.screenshot_dir)))
+        png = svg_to_png(svg)
+        self.last_screenshot = (svg, png)
+        if png is not None:
+            self.notify(f"saved {svg} and {png.name}")
+        else:
+            self.notify(f"saved {svg} (SVG only: no PNG converter; pip install cairosvg)")
+
+    def _replay(self) -> ReplaySource | None:
+        if isinstance(self.source, ReplaySource):
+            return self.source
+        self.notify("replay controls work in `poolscope replay` only", severity="warning")
+        return None
+
+    def action_step(self) -> None:
+        src = self._replay()
+        if src is not None:
+            src.step()
+            self.refresh_screen(force_chart=True)
+
+    def action_seek(self, delta: float) -> None:
+        src = self._replay()
+        if src is not None:
+            src.seek(delta)
+            self._reset_events()
+            self.refresh_screen(force_chart=True)
+
+    def action_speed(self, factor: float) -> None:
+        src = self._replay()
+        if src is not None:
+            src.change_speed(factor)
+            self._update_status()
+
+
+def run_tui(
+    endpoints: list[Endpoint], *, title: str = "poolscope", token: str | None = None
+) -> None:
+    """Attach the TUI to live endpoints until the user quits."""
+    PoolscopeApp(LiveSource(endpoints, token=token), title=title).run()

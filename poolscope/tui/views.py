@@ -1,0 +1,679 @@
+"""Pure views: folded state in, rows and text out. No Textual here.
+
+Every function takes the feeds (or one pool) and the data's own clock
+(``state.now``), never the wall clock, so a recording renders the same
+whenever it is shown, and these are unit-testable without a terminal.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from rich.text import Text
+
+from poolscope.events import Event
+from poolscope.histogram import Histogram, bucket_upper
+from poolscope.model import Leak, PoolMetrics, PoolState
+from poolscope.tui.data import ProcessFeed
+from poolscope.tui.osinfo import ProcInfo
+
+# Alert thresholds people use for pools.
+UTIL_ALERT = 0.80
+P99_WAIT_ALERT = 0.100
+FAILURE_ALERT = 0.01
+
+ALERT = "bold red"
+WARN = "yellow"
+OK = "green"
+DIM = "dim"
+
+# -- formatting ------------------------------------------------------------------
+
+
+def fmt_dur(seconds: float | None) -> str:
+    """A duration in the unit that reads best: 850µs, 12.3ms, 1.20s, 2m05s."""
+    if seconds is None or seconds != seconds:
+        return "-"
+    s = max(0.0, float(seconds))
+    if s == 0:
+        return "0"
+    if s < 1e-6:
+        return "<1µs"
+    if s < 1e-3:
+        return f"{s * 1e6:.0f}µs"
+    if s < 1.0:
+        return f"{s * 1e3:.3g}ms"
+    if s < 60:
+        return f"{s:.3g}s" if s < 10 else f"{s:.1f}s"
+    if s < 3600:
+        return f"{int(s // 60)}m{int(s % 60):02d}s"
+    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+
+
+def fmt_rate(per_s: float) -> str:
+    if per_s >= 10_000:
+        return f"{per_s / 1000:.0f}k"
+    if per_s >= 1000:
+        return f"{per_s / 1000:.1f}k"
+    if per_s >= 10:
+        return f"{per_s:.0f}"
+    return f"{per_s:.1f}"
+
+
+def fmt_bytes(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if value < 1024 or unit == "GB":
+            return f"{value:.0f}{unit}" if unit == "B" else f"{value:.1f}{unit}"
+        value /= 1024
+    return f"{value:.1f}GB"
+
+
+def fmt_clock(t: float, millis: bool = False) -> str:
+    """Local time of day of a wall-clock timestamp."""
+    if not t:
+        return "--:--:--"
+    base = time.strftime("%H:%M:%S", time.localtime(t))
+    return f"{base}.{int(t * 1000) % 1000:03d}" if millis else base
+
+
+SPARK = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float], width: int = 24) -> str:
+    vals = list(values)[-width:]
+    if not vals:
+        return ""
+    lo, hi = min(vals), max(vals)
+    span = hi - lo
+    if span <= 0:
+        return SPARK[0] * len(vals)
+    return "".join(SPARK[min(7, int((v - lo) / span * 7.999))] for v in vals)
+
+
+def site_label(stack: list[dict[str, Any]]) -> str:
+    """The innermost frame of an acquire site as ``func file:line``."""
+    if not stack:
+        return "?"
+    f = stack[-1]
+    file = str(f.get("file", "?")).rsplit("/", 1)[-1]
+    return f"{f.get('func', '?')} {file}:{f.get('line', '?')}"
+
+
+# -- filter ----------------------------------------------------------------------
+
+
+@dataclass
+class Filter:
+    """``/`` text: ``type:NAME`` and ``pool:NAME`` narrow by field; other words must
+    all appear somewhere in the row."""
+
+    types: set[str] = field(default_factory=set)
+    pools: set[str] = field(default_factory=set)
+    words: list[str] = field(default_factory=list)
+
+    @classmethod
+    def parse(cls, text: str) -> Filter:
+        f = cls()
+        for tok in text.lower().split():
+            key, sep, val = tok.partition(":")
+            if not sep:
+                key, sep, val = tok.partition("=")
+            if sep and key == "type" and val:
+                f.types.add(val)
+            elif sep and key == "pool" and val:
+                f.pools.add(val)
+            else:
+                f.words.append(tok)
+        return f
+
+    def __bool__(self) -> bool:
+        return bool(self.types or self.pools or self.words)
+
+    def match(self, text: str, *, pool: str = "", etype: str = "") -> bool:
+        if self.types and etype.lower() not in self.types:
+            return False
+        if self.pools and pool.lower() not in self.pools:
+            return False
+        low = text.lower()
+        return all(w in low for w in self.words)
+
+
+# -- pools table -----------------------------------------------------------------
+
+POOL_COLUMNS = (
+    "pool",
+    "kind",
+    "size/max",
+    "in use",
+    "idle",
+    "waiting",
+    "util",
+    "acq/s",
+    "p99 wait",
+    "timeouts",
+    "leaks",
+    "backend",
+)
+
+#: ``s`` cycles through these: (label, key function, descending).
+SORTS: tuple[str, ...] = ("name", "util", "p99 wait", "acq/s", "waiting", "leaks")
+
+
+@dataclass
+class PoolRow:
+    key: str
+    label: str
+    pool: PoolMetrics
+    open_leaks: int
+    acq_rate: float
+    p99_wait: float
+
+    @property
+    def alerts(self) -> list[str]:
+        p = self.pool
+        out = []
+        if p.utilization > UTIL_ALERT:
+            out.append(f"utilization {p.utilization:.0%} > {UTIL_ALERT:.0%}")
+        if self.p99_wait > P99_WAIT_ALERT:
+            out.append(f"p99 wait {fmt_dur(self.p99_wait)} > {fmt_dur(P99_WAIT_ALERT)}")
+        if p.failure_rate > FAILURE_ALERT:
+            out.append(f"acquire failures {p.failure_rate:.1%} > {FAILURE_ALERT:.0%}")
+        if self.open_leaks:
+            out.append(f"{self.open_leaks} open leak(s)")
+        if p.backend != "healthy":
+            out.append(f"backend {p.backend}")
+        return out
+
+    def cells(self) -> tuple[Text, ...]:
+        p = self.pool
+        util_style = ALERT if p.utilization > UTIL_ALERT else ""
+        wait_style = ALERT if self.p99_wait > P99_WAIT_ALERT else ""
+        fail_style = ALERT if p.failure_rate > FAILURE_ALERT else ""
+        leak_style = ALERT if self.open_leaks else ""
+        backend_style = {"healthy": OK, "suspect": WARN}.get(p.backend, ALERT)
+        name_style = "bold" + (" red" if self.alerts else "")
+        leaks = f"{self.open_leaks}" + (f" ({p.leaks_resolved}✓)" if p.leaks_resolved else "")
+        return (
+            Text(self.label, style=name_style),
+            Text(p.kind, style=DIM),
+            Text(f"{p.size}/{p.max}", justify="right"),
+            Text(str(p.in_use), justify="right"),
+            Text(str(p.idle), justify="right"),
+            Text(str(p.waiting), justify="right", style=WARN if p.waiting else ""),
+            Text(f"{p.utilization:.0%}", justify="right", style=util_style),
+            Text(fmt_rate(self.acq_rate), justify="right"),
+            Text(fmt_dur(self.p99_wait), justify="right", style=wait_style),
+            Text(str(p.timeouts + p.acquire_errors), justify="right", style=fail_style),
+            Text(leaks, justify="right", style=leak_style),
+            Text(p.backend, style=backend_style),
+        )
+
+
+def pool_rows(
+    feeds: Sequence[ProcessFeed], sort: str = "name", flt: Filter | None = None
+) -> list[PoolRow]:
+    """One row per pool across every attached process, sorted."""
+    many = len(feeds) > 1
+    rows: list[PoolRow] = []
+    for i, feed in enumerate(feeds):
+        st = feed.state
+        pid = st.process.get("pid", "?")
+        for name, p in st.pools.items():
+            label = f"{name}@{pid}" if many else name
+            if flt and not flt.match(f"{label} {p.kind} {p.backend}", pool=name):
+                continue
+            rows.append(
+                PoolRow(
+                    key=f"{i}:{name}",
+                    label=label,
+                    pool=p,
+                    open_leaks=len(st.open_leaks(name)),
+                    acq_rate=p.rate("acquires"),
+                    p99_wait=p.wait.p99,
+                )
+            )
+    keyfn: dict[str, Any] = {
+        "name": lambda r: (r.label,),
+        "util": lambda r: (-r.pool.utilization, r.label),
+        "p99 wait": lambda r: (-r.p99_wait, r.label),
+        "acq/s": lambda r: (-r.acq_rate, r.label),
+        "waiting": lambda r: (-r.pool.waiting, r.label),
+        "leaks": lambda r: (-r.open_leaks, r.label),
+    }
+    rows.sort(key=keyfn.get(sort, keyfn["name"]))
+    return rows
+
+
+def find_pool(
+    feeds: Sequence[ProcessFeed], key: str | None
+) -> tuple[ProcessFeed, PoolMetrics] | None:
+    if not key:
+        return None
+    idx, _, name = key.partition(":")
+    try:
+        feed = feeds[int(idx)]
+    except (ValueError, IndexError):
+        return None
+    p = feed.state.pools.get(name)
+    return (feed, p) if p is not None else None
+
+
+# -- header ----------------------------------------------------------------------
+
+
+def header_line(
+    feed: ProcessFeed, events_per_s: float, info: ProcInfo | None, replay_status: str = ""
+) -> Text:
+    st = feed.state
+    proc = st.process
+    name = str(proc.get("process", "?"))
+    pid = proc.get("pid", "?")
+    line = Text()
+    if feed.connected:
+        line.append("● ", style=OK)
+    else:
+        line.append("○ ", style=ALERT)
+    line.append(f"{name}", style="bold")
+    line.append(f" pid {pid}  ")
+    line.append(feed.label, style="cyan")
+    line.append("  ")
+    if replay_status:
+        line.append("replay ", style=DIM)
+        line.append(replay_status, style="bold")
+    elif feed.connected:
+        line.append("connected", style=OK)
+    elif feed.disconnected_since is not None:
+        line.append(f"disconnected since {fmt_clock(feed.disconnected_since)}", style=ALERT)
+        if not feed.ever_connected:
+            line.append(" (never connected)", style=ALERT)
+    else:
+        line.append("connecting…", style=WARN)
+    line.append(f"  {fmt_rate(events_per_s)} ev/s")
+    line.append("  dropped ")
+    line.append(str(st.dropped), style=ALERT if st.dropped else "")
+    up = feed.uptime()
+    if up is not None:
+        line.append(f"  up {fmt_dur(up)}")
+    if info is not None:
+        line.append(
+            f"  cpu {info.cpu_percent:.0f}%  rss {fmt_bytes(info.rss)}  threads {info.threads}",
+            style=DIM,
+        )
+    return line
+
+
+# -- utilisation chart -----------------------------------------------------------
+
+
+def chart_text(pool: PoolMetrics, window: float, width: int, height: int) -> Text:
+    """in use / idle / waiting / max of one pool over the last ``window`` seconds,
+    drawn by plotext with ``hd`` markers (they line up in PNG conversions)."""
+    import plotext as plt
+
+    samples = pool.window(window)
+    if width < 20 or height < 6:
+        return Text("")
+    if len(samples) < 2:
+        return Text(f"{pool.name}: waiting for utilisation samples…", style=DIM)
+    now = samples[-1].t
+    xs = [s.t - now for s in samples]
+    top = max(max(s.max for s in samples), max(s.in_use + s.waiting for s in samples), 1)
+    plt.clf()
+    plt.plotsize(width, height)
+    plt.theme("clear")
+    # Drawn last is drawn on top: in use matters most.
+    plt.plot(xs, [float(s.max) for s in samples], label="max", marker="hd", color="red")
+    plt.plot(xs, [float(s.idle) for s in samples], label="idle", marker="hd", color="green")
+    plt.plot(xs, [float(s.waiting) for s in samples], label="waiting", marker="hd", color="yellow")
+    plt.plot(xs, [float(s.in_use) for s in samples], label="in use", marker="hd", color="cyan")
+    plt.xlim(-window, 0)
+    plt.ylim(0, top + 1)
+    plt.xlabel("seconds ago")
+    plt.title(f"{pool.name} utilisation, last {int(window // 60)} min")
+    try:
+        out = plt.build()
+    finally:
+        plt.clf()
+    return Text.from_ansi(out, no_wrap=True)
+
+
+# -- histograms ------------------------------------------------------------------
+
+
+def histogram_text(title: str, hist: Histogram, max_lines: int = 8, bar: int = 16) -> Text:
+    """Log-bucket bars (adjacent buckets merged to fit) with p50/p90/p99/max."""
+    out = Text()
+    out.append(f"{title} ", style="bold")
+    if hist.count == 0:
+        out.append("no samples\n", style=DIM)
+        return out
+    out.append(f"n={hist.count}\n", style=DIM)
+    out.append(
+        f"p50 {fmt_dur(hist.p50)}  p90 {fmt_dur(hist.p90)}  p99 {fmt_dur(hist.p99)}  "
+        f"max {fmt_dur(hist.max)}\n"
+    )
+    ks = sorted(hist.buckets)
+    lo, hi = ks[0], ks[-1]
+    span = hi - lo + 1
+    step = max(1, math.ceil(span / max_lines))
+    groups: list[tuple[int, int]] = []  # (upper bucket index, count)
+    k = lo
+    while k <= hi:
+        n = sum(hist.buckets.get(j, 0) for j in range(k, k + step))
+        groups.append((k + step - 1, n))
+        k += step
+    peak = max(n for _, n in groups) or 1
+    for upper, n in groups:
+        width = round(n / peak * bar)
+        label = f"≤{fmt_dur(bucket_upper(upper))}"
+        out.append(f"{label:>9} ")
+        out.append("█" * width, style="cyan")
+        out.append(" " * (bar - width))
+        out.append(f" {n}\n", style=DIM)
+    return out
+
+
+# -- holders ---------------------------------------------------------------------
+
+HOLDER_COLUMNS = ("held for", "pool", "conn", "task / thread", "acquire site")
+
+
+def holder_rows(
+    feeds: Sequence[ProcessFeed], flt: Filter | None = None
+) -> list[tuple[str, tuple[Text, ...]]]:
+    """Every connection checked out now, longest held first."""
+    many = len(feeds) > 1
+    rows: list[tuple[float, str, tuple[Text, ...]]] = []
+    for i, feed in enumerate(feeds):
+        st = feed.state
+        for name, p in st.pools.items():
+            label = f"{name}@{st.process.get('pid', '?')}" if many else name
+            for h in p.holders.values():
+                held = max(0.0, st.now - h.since)
+                site = site_label(st.site_stack(h.site))
+                text = f"{label} {h.conn} {h.task} {site}"
+                if flt and not flt.match(text, pool=name):
+                    continue
+                threshold = p.config.get("leak_threshold")
+                style = ALERT if isinstance(threshold, (int, float)) and held > threshold else ""
+                cells = (
+                    Text(fmt_dur(held), justify="right", style=style),
+                    Text(label),
+                    Text(h.conn),
+                    Text(h.task or "-"),
+                    Text(site),
+                )
+                rows.append((held, f"{i}:{name}:{h.conn}", cells))
+    rows.sort(key=lambda r: -r[0])
+    return [(key, cells) for _, key, cells in rows]
+
+
+# -- leaks -----------------------------------------------------------------------
+
+LEAK_COLUMNS = ("acquire site", "pool", "open", "resolved", "longest hold", "last task")
+
+
+@dataclass
+class LeakGroup:
+    key: str
+    site: str
+    pool: str
+    open: list[Leak]
+    resolved: list[Leak]
+    state: PoolState
+
+    def held(self, lk: Leak) -> float:
+        if lk.resolved_held is not None:
+            return lk.resolved_held
+        return lk.held + max(0.0, self.state.now - lk.t)
+
+    @property
+    def longest(self) -> float:
+        return max((self.held(lk) for lk in self.open + self.resolved), default=0.0)
+
+    @property
+    def latest(self) -> Leak:
+        return max(self.open + self.resolved, key=lambda lk: lk.t)
+
+    def cells(self) -> tuple[Text, ...]:
+        return (
+            Text(self.site, style="bold red" if self.open else ""),
+            Text(self.pool),
+            Text(str(len(self.open)), justify="right", style=ALERT if self.open else ""),
+            Text(str(len(self.resolved)), justify="right"),
+            Text(fmt_dur(self.longest), justify="right"),
+            Text(self.latest.task or "-"),
+        )
+
+
+def leak_groups(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> list[LeakGroup]:
+    """Open and resolved leaks grouped by acquire site; groups with open leaks first."""
+    groups: dict[str, LeakGroup] = {}
+    for i, feed in enumerate(feeds):
+        st = feed.state
+        for lk in list(st.leaks.values()) + list(st.resolved_leaks):
+            stack = lk.stack or st.site_stack(lk.site)
+            site = site_label(stack)
+            key = f"{i}:{lk.pool}:{lk.site if lk.site is not None else site}"
+            g = groups.get(key)
+            if g is None:
+                g = groups[key] = LeakGroup(key, site, lk.pool, [], [], st)
+            (g.resolved if lk.resolved_t is not None else g.open).append(lk)
+    out = [g for g in groups.values() if not flt or flt.match(f"{g.site} {g.pool}", pool=g.pool)]
+    out.sort(key=lambda g: (-len(g.open), -g.longest, g.key))
+    return out
+
+
+def leak_detail(group: LeakGroup | None) -> Text:
+    """The traceback of a group's latest leak, with source lines, task and held time."""
+    out = Text()
+    if group is None:
+        out.append("No leaks. A connection held past the pool's leak threshold shows here.", DIM)
+        return out
+    lk = group.latest
+    status = "OPEN" if lk.resolved_t is None else f"resolved ({lk.resolution})"
+    out.append(f"{'proven' if lk.proven else 'suspected'} leak ", style="bold red")
+    out.append(f"{status}  pool {lk.pool}  conn {lk.conn}  task {lk.task or '-'}\n")
+    out.append(f"held {fmt_dur(group.held(lk))}", style="bold")
+    out.append(f"  reported {fmt_clock(lk.t)} after {fmt_dur(lk.held)}")
+    if lk.resolved_t is not None:
+        out.append(f"  back {fmt_clock(lk.resolved_t)}")
+    out.append(f"\n{len(group.open)} open, {len(group.resolved)} resolved at this site\n\n")
+    out.append("Traceback of the acquire (most recent call last):\n", style="bold")
+    stack = lk.stack or group.state.site_stack(lk.site)
+    if not stack:
+        out.append("  (no stack captured)\n", style=DIM)
+    for f in stack:
+        out.append(f'  File "{f.get("file", "?")}", line {f.get("line", "?")}, in ')
+        out.append(f"{f.get('func', '?')}\n", style="bold")
+        code = f.get("code")
+        if code:
+            out.append(f"    {code}\n", style="yellow")
+    return out
+
+
+# -- heartbeat -------------------------------------------------------------------
+
+HEARTBEAT_COLUMNS = ("pool", "backend", "ok", "failed", "skipped", "last", "latency", "last error")
+
+
+def heartbeat_rows(
+    feeds: Sequence[ProcessFeed], flt: Filter | None = None
+) -> list[tuple[str, tuple[Text, ...]]]:
+    many = len(feeds) > 1
+    rows: list[tuple[str, tuple[Text, ...]]] = []
+    for i, feed in enumerate(feeds):
+        st = feed.state
+        for name, p in sorted(st.pools.items()):
+            label = f"{name}@{st.process.get('pid', '?')}" if many else name
+            if flt and not flt.match(f"{label} {p.backend}", pool=name):
+                continue
+            lat = [v for _, v in p.heartbeat_latency]
+            last = fmt_dur(lat[-1]) if lat else "-"
+            err = p.heartbeat_failures[-1][1] if p.heartbeat_failures else ""
+            style = {"healthy": OK, "suspect": WARN}.get(p.backend, ALERT)
+            cells = (
+                Text(label, style="bold"),
+                Text(p.backend, style=style),
+                Text(str(p.heartbeats_ok), justify="right"),
+                Text(
+                    str(p.heartbeats_failed),
+                    justify="right",
+                    style=ALERT if p.heartbeats_failed else "",
+                ),
+                Text(str(p.heartbeats_skipped), justify="right"),
+                Text(last, justify="right"),
+                Text(sparkline(lat) or "-", style="cyan"),
+                Text(err[:40], style=ALERT if err else DIM),
+            )
+            rows.append((f"{i}:{name}", cells))
+    return rows
+
+
+def heartbeat_failures_text(feeds: Sequence[ProcessFeed], limit: int = 12) -> Text:
+    items: list[tuple[float, str, str, str]] = []
+    for feed in feeds:
+        for name, p in feed.state.pools.items():
+            items.extend((t, name, conn, err) for t, err, conn in p.heartbeat_failures)
+    out = Text()
+    out.append("Recent heartbeat failures\n", style="bold")
+    if not items:
+        out.append("  none\n", style=DIM)
+        return out
+    for t, name, conn, err in sorted(items, reverse=True)[:limit]:
+        out.append(f"  {fmt_clock(t)}  ", style=DIM)
+        out.append(f"{name:<10} conn {conn:<5} ")
+        out.append(f"{err}\n", style="red")
+    return out
+
+
+# -- connections seen by the OS ---------------------------------------------------
+
+CONN_COLUMNS = ("pool", "target", "pool size", "OS sockets", "check")
+
+
+def connection_rows(
+    feeds: Sequence[ProcessFeed], counts: Sequence[dict[str, int] | None]
+) -> list[tuple[str, tuple[Text, ...]]]:
+    """Each pool's own size against the TCP connections the OS sees to its target.
+
+    ``counts[i]`` is None when the OS cannot be asked (a recording, a remote or
+    vanished process). Several pools to one target share the OS count.
+    """
+    rows: list[tuple[str, tuple[Text, ...]]] = []
+    for i, feed in enumerate(feeds):
+        st = feed.state
+        per_target: dict[str, int] = {}
+        for p in st.pools.values():
+            per_target[p.target] = per_target.get(p.target, 0) + p.size
+        c = counts[i] if i < len(counts) else None
+        for name, p in sorted(st.pools.items()):
+            if c is None:
+                seen, check = Text("n/a", style=DIM), Text("not a live local process", style=DIM)
+            elif p.target not in c:
+                seen, check = Text("?", style=DIM), Text("target has no host:port", style=DIM)
+            else:
+                n = c[p.target]
+                expected = per_target[p.target]
+                seen = Text(str(n), justify="right")
+                if n == expected:
+                    check = Text("ok", style=OK)
+                elif n > expected:
+                    check = Text(
+                        f"MISMATCH: {n - expected} socket(s) outside the pool", style=ALERT
+                    )
+                else:
+                    check = Text(
+                        f"MISMATCH: {expected - n} pool conn(s) without a socket", style=WARN
+                    )
+            rows.append(
+                (
+                    f"{i}:{name}",
+                    (
+                        Text(name, style="bold"),
+                        Text(p.target or "?"),
+                        Text(str(p.size), justify="right"),
+                        seen,
+                        check,
+                    ),
+                )
+            )
+    return rows
+
+
+# -- events log ------------------------------------------------------------------
+
+EVENT_COLUMNS = ("time", "type", "pool", "details")
+_EVENT_HIDE = frozenset({"type", "t", "pool", "stack", "current", "state"})
+_EVENT_STYLE = {
+    "timeout": "red",
+    "acquire_error": "red",
+    "connect_error": "red",
+    "leak": "bold red",
+    "unleak": "green",
+    "backend": "yellow",
+    "dropped": "red",
+    "disconnected": "bold red",
+    "connected": "green",
+}
+
+
+def event_summary(ev: Event) -> str:
+    parts = []
+    for k, v in ev.items():
+        if k in _EVENT_HIDE or k.startswith("_") or v is None:
+            continue
+        if isinstance(v, float):
+            v = (
+                fmt_dur(v)
+                if k in ("wait", "hold", "held", "latency", "duration", "age")
+                else f"{v:g}"
+            )
+        elif isinstance(v, (list, dict)):
+            continue
+        parts.append(f"{k}={v}")
+    return " ".join(parts)
+
+
+def event_cells(ev: Event) -> tuple[Text, ...]:
+    etype = str(ev.get("type", "?"))
+    return (
+        Text(fmt_clock(float(ev.get("t", 0.0)), millis=True), style=DIM),
+        Text(etype, style=_EVENT_STYLE.get(etype, "")),
+        Text(str(ev.get("pool", ""))),
+        Text(event_summary(ev), no_wrap=True, overflow="ellipsis"),
+    )
+
+
+def event_matches(ev: Event, flt: Filter | None) -> bool:
+    if not flt:
+        return True
+    etype = str(ev.get("type", ""))
+    pool = str(ev.get("pool", ""))
+    return flt.match(f"{etype} {pool} {event_summary(ev)}", pool=pool, etype=etype)
+
+
+def recent_events(
+    feeds: Iterable[ProcessFeed], after: dict[int, int], flt: Filter | None, limit: int
+) -> list[tuple[str, tuple[Text, ...]]]:
+    """Events newer than ``after[feed index]`` (a seq), matching the filter, oldest first,
+    at most ``limit`` (the newest)."""
+    out: list[tuple[float, str, tuple[Text, ...]]] = []
+    for i, feed in enumerate(feeds):
+        last = after.get(i, 0)
+        picked: list[tuple[float, str, tuple[Text, ...]]] = []
+        for seq, ev in reversed(feed.log):
+            if seq <= last or len(picked) >= limit:
+                break
+            if event_matches(ev, flt):
+                picked.append((float(ev.get("t", 0.0)), f"{i}:{seq}", event_cells(ev)))
+        out.extend(picked)
+        if feed.log:
+            after[i] = feed.log[-1][0]
+    out.sort(key=lambda r: r[0])
+    return [(k, c) for _, k, c in out[-limit:]]
