@@ -7,6 +7,7 @@ building dicts, folding, JSON, sockets - happens on the background thread.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
@@ -111,16 +112,47 @@ class PoolHandle:
             except Exception as exc:
                 errors.report("recorder", exc)
 
-        def released(conn: Any, hold: float | None = None) -> None:
+        def released(conn: Any, hold: float | None = None, t: float | None = None) -> None:
+            # ``t``: the pool's own perf_counter reading, if it has one (saves a clock read).
             try:
                 if len(buf) >= cap:
                     rec.dropped += 1
-                append(("release", clock(), pool_name, conn, hold))
+                append(("release", clock() if t is None else t, pool_name, conn, hold))
+            except Exception as exc:
+                errors.report("recorder", exc)
+
+        current_task = asyncio.current_task
+        depth = self.site_depth
+
+        def acquired_here(conn: Any, wait: float, t: float | None = None) -> None:
+            """``acquired`` for an asyncio pool calling from its own acquire method: the
+            acquire site and the current task are taken here - one call, not three."""
+            try:
+                # Frames: capture, acquired_here, the pool's acquire, then its caller.
+                site = sites.capture(depth, 3)
+            except Exception as exc:  # the acquire is still recorded, without a site
+                errors.report("site capture", exc)
+                site = None
+            try:
+                if len(buf) >= cap:
+                    rec.dropped += 1
+                append(
+                    (
+                        "acquire",
+                        clock() if t is None else t,
+                        pool_name,
+                        conn,
+                        wait,
+                        site,
+                        current_task(),
+                    )
+                )
             except Exception as exc:
                 errors.report("recorder", exc)
 
         self.acquired = acquired
         self.released = released
+        self.acquired_here = acquired_here
 
     def capture_site(self, skip: int = 2) -> Any:
         """The acquire site of the caller's caller (cheap references, formatted later)."""

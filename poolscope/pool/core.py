@@ -577,7 +577,7 @@ class Pool(Generic[C]):
             rec.raw = None  # only the holder keeps it alive now (see module docstring)
         h = self._handle
         if h is not None:
-            h.acquired(rec.id, now - start, h.capture_site(), asyncio.current_task())
+            h.acquired_here(rec.id, now - start, now)  # site and task taken inside
         return raw  # type: ignore[return-value]
 
     def _check_gate(self) -> None:
@@ -797,7 +797,7 @@ class Pool(Generic[C]):
         rec.raw = conn
         h = self._handle
         if h is not None:
-            h.released(rec.id, now - rec.acquired_at)
+            h.released(rec.id, now - rec.acquired_at, now)
         rec.last_used = now
         if (
             self._plain_release
