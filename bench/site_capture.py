@@ -175,6 +175,14 @@ def run(quick: bool) -> dict[str, Any]:
         f"({data['site_frames_kept']} frames kept)"
     )
     return {
+        "title": "Leak-site capture cost per acquire",
+        "targets": [
+            {
+                "target": "leak-site capture flat with depth, >= 10x cheaper than extract_stack",
+                "result": f"{min(on):,.0f}-{max(on):,.0f} ns; {naive_min_ratio:,.0f}x cheaper",
+                "verdict": verdict,
+            }
+        ],
         "medians_ns": medians,
         "verdict": verdict,
         "markdown": md,
