@@ -129,7 +129,7 @@ class PoolHandle:
             acquire site and the current task are taken here - one call, not three."""
             try:
                 # Frames: capture, acquired_here, the pool's acquire, then its caller.
-                site = sites.capture(depth, 3)
+                site = sites.capture(depth, 3) if depth else None  # site_depth=0: no sites
             except Exception as exc:  # the acquire is still recorded, without a site
                 errors.report("site capture", exc)
                 site = None

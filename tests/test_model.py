@@ -190,7 +190,7 @@ def _roundtrip(d: dict[str, Any]) -> dict[str, Any]:
 
 def test_sync_round_trip_to_dict_from_dict() -> None:
     st = fold(
-        rich_events() + [acq("9", 48), ev("leak", 49, conn="9", held=31.0, stack=STACK, task="x")]
+        [*rich_events(), acq("9", 48), ev("leak", 49, conn="9", held=31.0, stack=STACK, task="x")]
     )
     d = _roundtrip(st.to_dict())
     assert _roundtrip(PoolState.from_dict(d).to_dict()) == d
