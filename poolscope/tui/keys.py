@@ -60,7 +60,7 @@ KEYS: tuple[Key, ...] = (
     Key("minus", "refresh(1)", "-", "refresh less often"),
     Key(
         "ctrl+s",
-        "screenshot",
+        "save_screenshot",
         "ctrl+s",
         "save a screenshot (SVG, and PNG when cairosvg is installed)",
         priority=True,

@@ -135,9 +135,10 @@ class Filter:
         return bool(self.types or self.pools or self.words)
 
     def match(self, text: str, *, pool: str = "", etype: str = "") -> bool:
-        if self.types and etype.lower() not in self.types:
+        # type: narrows events only; other views have no type to match.
+        if self.types and etype and etype.lower() not in self.types:
             return False
-        if self.pools and pool.lower() not in self.pools:
+        if self.pools and not any(p in pool.lower() for p in self.pools):
             return False
         low = text.lower()
         return all(w in low for w in self.words)
