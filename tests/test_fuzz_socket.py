@@ -323,3 +323,35 @@ def test_json_module_is_the_only_parser() -> None:
     with pytest.raises(DecodeError):
         decode(b"{'type': 'hello', 't': 1}")
     assert json.loads(encode({"type": "x", "t": 1})) == {"type": "x", "t": 1}
+
+
+def test_replay_source_over_a_corrupt_recording_says_where_it_stopped(tmp_path: Path) -> None:
+    from poolscope.tui.data import ReplaySource
+
+    path = tmp_path / "rec.ndjson"
+    path.write_bytes(
+        b"".join([_hello(), *_good(3), b"\x00\x01garbage\n", *_good(2, 9.0)]) + b'{"ty'
+    )
+    source = ReplaySource(path)
+    assert sum(e["type"] == "acquire" for e in source.events) == 5
+    assert source.stopped_reading.startswith("read 8 lines; truncated at line 8")
+    assert "\n" not in source.stopped_reading
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"\x00\x01\x02 not a recording at all\n\xff\xfe", b'{"type":"hello","t":1,"proto', b""],
+)
+def test_replay_command_with_nothing_readable_is_one_line_exit_1(
+    tmp_path: Path, content: bytes
+) -> None:
+    path = tmp_path / "bad.ndjson"
+    path.write_bytes(content)
+    proc = subprocess.run(
+        [*POOLSCOPE, "replay", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert proc.returncode == 1
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "no readable events" in lines[0], proc.stderr
+    if content.startswith(b'{"type":"hello"'):
+        assert "truncated at line 1" in lines[0]
