@@ -89,11 +89,11 @@ async def test_rows_update_by_key_without_rebuilding(session_path: Path) -> None
         orig_clear, orig_add = table.clear, table.add_row
         table.clear = lambda *a, **k: (calls.append("clear"), orig_clear(*a, **k))[1]  # type: ignore[method-assign]
         table.add_row = lambda *a, **k: (calls.append("add"), orig_add(*a, **k))[1]  # type: ignore[method-assign]
-        acquires_before = table.get_row("0:orders")[7].plain
+        acquires_before = table.get_row("0:orders")[7]
         await pilot.press("right_square_bracket")  # seek +10 s
         await pilot.pause()
         assert calls == []
-        assert table.get_row("0:orders")[7].plain != acquires_before or True
+        assert table.get_row("0:orders")[7] is not acquires_before
         assert app.source.clock() - app.source.t0 == 20  # type: ignore[attr-defined]
 
 
@@ -121,7 +121,7 @@ async def test_filter_and_escape(session_path: Path) -> None:
 
 
 async def test_replay_controls(session_path: Path) -> None:
-    app = make_app(session_path, start=0)
+    app = make_app(session_path, start=0, refresh_interval=0.25)
     src = app.source
     assert isinstance(src, ReplaySource)
     async with app.run_test(size=SIZE) as pilot:
@@ -143,7 +143,6 @@ async def test_replay_controls(session_path: Path) -> None:
         assert not src.playing
         assert src.pos - src.t0 > 61  # it played
         assert "paused 2x" in static_text(app, "#status")
-        assert "heartbeat" in {k.action for k in KEYS} or True
 
 
 async def test_refresh_interval_keys(session_path: Path) -> None:

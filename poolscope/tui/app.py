@@ -19,7 +19,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
-from textual.screen import ModalScreen
+from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
@@ -141,7 +141,7 @@ class PoolscopeApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#filter", Input).disabled = True  # no focus while hidden
+        self._main.query_one("#filter", Input).disabled = True  # no focus while hidden
         self._focus_view()
         self.source.start()
         self._start_timer()
@@ -156,6 +156,8 @@ class PoolscopeApp(App[None]):
         self._timer = self.set_interval(self.refresh_interval, self._tick)
 
     def _tick(self) -> None:
+        if not self.screen_stack:
+            return  # shutting down
         now = time.monotonic()
         dt, self._last_tick = now - self._last_tick, now
         self.source.tick(dt)
@@ -165,8 +167,13 @@ class PoolscopeApp(App[None]):
         self.refresh_screen()
 
     @property
+    def _main(self) -> Screen[object]:
+        # The views live on the first screen; help may be on top of it.
+        return self.screen_stack[0] if self.screen_stack else self.screen
+
+    @property
     def active_view(self) -> str:
-        return self.query_one(TabbedContent).active or "pools"
+        return self._main.query_one(TabbedContent).active or "pools"
 
     # -- drawing -------------------------------------------------------------------
     def refresh_screen(self, force_chart: bool = False) -> None:
@@ -197,7 +204,7 @@ class PoolscopeApp(App[None]):
             elif view == "events":
                 self._refresh_events()
             newest = max((f.state.now for f in feeds), default=0.0)
-        self.query_one("#header", Static).update(header)
+        self._main.query_one("#header", Static).update(header)
         self._update_status()
         self.refreshes += 1
         self.render_seconds.append(time.perf_counter() - started)
@@ -214,7 +221,7 @@ class PoolscopeApp(App[None]):
         return self._probe.info(pid)
 
     def _refresh_pools(self, force_chart: bool) -> None:
-        table = self.query_one("#pools-table", KeyedTable)
+        table = self._main.query_one("#pools-table", KeyedTable)
         rows = views.pool_rows(self.source.feeds, self.sort, self.filter)
         table.sync([(r.key, r.cells()) for r in rows])
         if self.selected_pool not in {r.key for r in rows}:
@@ -234,8 +241,8 @@ class PoolscopeApp(App[None]):
             hists.append_text(views.histogram_text("wait", pool.wait, max_lines=7, bar=14))
             hists.append("\n")
             hists.append_text(views.histogram_text("hold", pool.hold, max_lines=7, bar=14))
-        self.query_one("#hists", Static).update(hists)
-        self.query_one("#chart", Chart).redraw(force=force_chart)
+        self._main.query_one("#hists", Static).update(hists)
+        self._main.query_one("#chart", Chart).redraw(force=force_chart)
 
     def _draw_chart(self, width: int, height: int) -> Text:
         # Called from _refresh_pools, under the source's lock.
@@ -246,10 +253,10 @@ class PoolscopeApp(App[None]):
 
     def _refresh_holders(self) -> None:
         rows = views.holder_rows(self.source.feeds, self.filter)
-        self.query_one("#holders-table", KeyedTable).sync(rows)
+        self._main.query_one("#holders-table", KeyedTable).sync(rows)
         pools = sum(len(f.state.pools) for f in self.source.feeds)
         waiting = sum(p.waiting for f in self.source.feeds for p in f.state.pools.values())
-        self.query_one("#holders-note", Static).update(
+        self._main.query_one("#holders-note", Static).update(
             f"{len(rows)} connections checked out across {pools} pools, {waiting} waiting; "
             "longest held first"
         )
@@ -257,20 +264,20 @@ class PoolscopeApp(App[None]):
     def _refresh_leaks(self) -> None:
         groups = views.leak_groups(self.source.feeds, self.filter)
         self._leak_groups = {g.key: g for g in groups}
-        table = self.query_one("#leaks-table", KeyedTable)
+        table = self._main.query_one("#leaks-table", KeyedTable)
         table.sync([(g.key, g.cells()) for g in groups])
         key = self.selected_leak if self.selected_leak in self._leak_groups else None
         key = key or table.selected_key
-        self.query_one("#leak-detail", Static).update(
+        self._main.query_one("#leak-detail", Static).update(
             views.leak_detail(self._leak_groups.get(key) if key else None)
         )
 
     def _refresh_heartbeat(self) -> None:
         feeds = self.source.feeds
-        self.query_one("#heartbeat-table", KeyedTable).sync(
+        self._main.query_one("#heartbeat-table", KeyedTable).sync(
             views.heartbeat_rows(feeds, self.filter)
         )
-        self.query_one("#hb-failures", Static).update(views.heartbeat_failures_text(feeds))
+        self._main.query_one("#hb-failures", Static).update(views.heartbeat_failures_text(feeds))
 
     def _refresh_connections(self) -> None:
         feeds = self.source.feeds
@@ -284,15 +291,15 @@ class PoolscopeApp(App[None]):
                 )
             else:
                 counts.append(None)
-        self.query_one("#connections-table", KeyedTable).sync(views.connection_rows(feeds, counts))
-        self.query_one("#connections-note", Static).update(
+        self._main.query_one("#connections-table", KeyedTable).sync(views.connection_rows(feeds, counts))
+        self._main.query_one("#connections-note", Static).update(
             "Established TCP connections the OS sees from the process to each pool's target, "
             "against the pools' own size. More sockets than pool connections means "
             "connections are held outside the pool."
         )
 
     def _refresh_events(self) -> None:
-        table = self.query_one("#events-table", KeyedTable)
+        table = self._main.query_one("#events-table", KeyedTable)
         rows = views.recent_events(self.source.feeds, self._events_after, self.filter, EVENTS_SHOWN)
         if rows:
             table.append(rows, keep=EVENTS_SHOWN)
@@ -300,7 +307,7 @@ class PoolscopeApp(App[None]):
 
     def _reset_events(self) -> None:
         self._events_after = {}
-        self.query_one("#events-table", KeyedTable).reset()
+        self._main.query_one("#events-table", KeyedTable).reset()
 
     def _update_status(self) -> None:
         parts = Text()
@@ -317,8 +324,8 @@ class PoolscopeApp(App[None]):
         parts.append(f"window {int(self.window // 60)}m")
         if self.filter:
             parts.append("  filter ", style="dim")
-            parts.append(self.query_one("#filter", Input).value, style="bold")
-        self.query_one("#status", Static).update(parts)
+            parts.append(self._main.query_one("#filter", Input).value, style="bold")
+        self._main.query_one("#status", Static).update(parts)
 
     # -- events from widgets ---------------------------------------------------------
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -331,7 +338,7 @@ class PoolscopeApp(App[None]):
             self.selected_leak = key
             group = self._leak_groups.get(key or "")
             with self.source.lock:
-                self.query_one("#leak-detail", Static).update(views.leak_detail(group))
+                self._main.query_one("#leak-detail", Static).update(views.leak_detail(group))
 
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.refresh_screen(force_chart=True)
@@ -357,13 +364,13 @@ class PoolscopeApp(App[None]):
         self.refresh_screen() if not self.paused else self._update_status()
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self._main.query_one("#filter", Input)
         box.add_class("shown")
         box.disabled = False
         box.focus()
 
     def action_clear(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self._main.query_one("#filter", Input)
         had = bool(box.value)
         box.remove_class("shown")
         box.disabled = True
@@ -374,12 +381,12 @@ class PoolscopeApp(App[None]):
     def _focus_view(self) -> None:
         view = self.active_view
         try:
-            self.query_one(f"#{view}-table", KeyedTable).focus()
+            self._main.query_one(f"#{view}-table", KeyedTable).focus()
         except Exception:
             self.set_focus(None)
 
     def action_view(self, view: str) -> None:
-        self.query_one(TabbedContent).active = view
+        self._main.query_one(TabbedContent).active = view
         self._focus_view()
 
     def _move_view(self, step: int) -> None:

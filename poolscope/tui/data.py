@@ -59,7 +59,13 @@ class ProcessFeed:
             self.disconnected_since = float(t) if isinstance(t, (int, float)) else clock
             self.last_error = str(ev.get("error", ""))
         else:
+            before = self.state.pools if etype == "sync" else None
             self.state.apply(ev)
+            if before is not None:
+                # A restarted application's sync may not know a pool yet (it is
+                # created later): keep what was seen until its events come back.
+                for name, pool in before.items():
+                    self.state.pools.setdefault(name, pool)
             if etype == "sync":
                 started = self.state.process.get("t")
                 sync_state = ev.get("state")

@@ -135,7 +135,7 @@ class Filter:
         return bool(self.types or self.pools or self.words)
 
     def match(self, text: str, *, pool: str = "", etype: str = "") -> bool:
-        # type: narrows events only; other views have no type to match.
+        # A type narrows events only; other views have no type to match.
         if self.types and etype and etype.lower() not in self.types:
             return False
         if self.pools and not any(p in pool.lower() for p in self.pools):
