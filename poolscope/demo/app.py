@@ -39,9 +39,18 @@ class DemoConfig:
 
 
 async def _request(pool: Pool[TcpConnection], queries: int) -> None:
-    async with pool.acquire() as conn:
+    conn = await pool.acquire()
+    try:
         for _ in range(queries):
             await conn.request("Q", timeout=5.0)
+    except (OSError, asyncio.TimeoutError):
+        # A connection that failed mid-request is not given back for reuse.
+        await pool.discard(conn, "lost")
+        raise
+    except BaseException:
+        await pool.release(conn)
+        raise
+    await pool.release(conn)
 
 
 async def _serve_one(pool: Pool[TcpConnection], queries: int) -> None:
@@ -115,6 +124,9 @@ async def run_demo(cfg: DemoConfig) -> None:
         acquire_timeout=2.0,
         name="orders",
         target=target,
+        ping=tcp.ping,
+        heartbeat_interval=2.0,
+        heartbeat_timeout=0.5,
     )
     reports: Pool[TcpConnection] = Pool(
         tcp.factory("127.0.0.1", port, connect_timeout=1.0),
@@ -123,6 +135,9 @@ async def run_demo(cfg: DemoConfig) -> None:
         acquire_timeout=3.0,
         name="reports",
         target=target,
+        ping=tcp.ping,
+        heartbeat_interval=2.0,
+        heartbeat_timeout=0.5,
     )
     listen = cfg.listen
     ps.instrument(orders, leak_threshold=cfg.leak_threshold, listen=listen)

@@ -73,20 +73,18 @@ class MiniDB:
                 if self.stalled:
                     continue
                 if parts[:1] == ["PING"]:
-                    await asyncio.sleep(0.0002 * self.slow_factor)
-                    writer.write(b"PONG\n")
+                    delay, answer = 0.0002 * self.slow_factor, b"PONG\n"
                 elif parts[:1] == ["Q"]:
+                    delay, answer = self.latency(), b"OK\n"
                     if len(parts) > 1:
-                        try:
+                        with contextlib.suppress(ValueError):
                             delay = float(parts[1]) / 1000.0
-                        except ValueError:
-                            delay = self.latency()
-                    else:
-                        delay = self.latency()
-                    await asyncio.sleep(delay)
-                    writer.write(b"OK\n")
                 else:
-                    writer.write(b"ERR unknown request\n")
+                    delay, answer = 0.0, b"ERR unknown request\n"
+                await asyncio.sleep(delay)
+                if writer.is_closing():  # dropped by stop() while we slept
+                    return
+                writer.write(answer)
                 await writer.drain()
         except (ConnectionError, OSError):
             return
