@@ -174,9 +174,7 @@ async def test_postgresql_restart_mid_load(
             # Nobody holds a connection: each acquire ended in a release, or in a
             # close of the connection it held (lost with the server).
             assert p.holders == {} and p.acquires >= p.releases
-            assert p.acquires - p.releases <= sum(
-                n for r, n in p.closes.items() if r != "closed"
-            )
+            assert p.acquires - p.releases <= sum(n for r, n in p.closes.items() if r != "closed")
         evs = ob.events()
     finally:
         running = False
@@ -192,3 +190,40 @@ async def test_postgresql_restart_mid_load(
     observed = fold(evs).pools["pg"]
     assert observed.heartbeats_failed == p.heartbeats_failed
     assert observed.connects >= size and observed.holders == {}
+
+
+def test_attach_source_carries_on_across_an_application_restart(
+    fault_apps: list[AppProcess],
+) -> None:
+    """What ``poolscope attach`` reads through: the TUI's live source reconnects to
+    the new process and shows its numbers, having said it was disconnected."""
+    from poolscope.endpoint import parse_endpoint
+    from poolscope.tui.data import LiveSource
+
+    listen = f"127.0.0.1:{free_port()}"
+    first = AppProcess(listen)
+    fault_apps.append(first)
+    source = LiveSource([parse_endpoint(listen)], backoff_cap=0.5)
+    source.start()
+    feed = source.feeds[0]
+
+    def acquires() -> int:
+        with source.lock:
+            p = feed.state.pools.get("app")
+            return p.acquires if p else -1
+
+    try:
+        wait_for(lambda: feed.connected, 15.0)
+        first.cmd("work 120")
+        wait_for(lambda: acquires() == 120, 15.0)
+        first.kill()
+        wait_for(lambda: not feed.connected and feed.last_error, 10.0)
+        second = AppProcess(listen)
+        fault_apps.append(second)
+        wait_for(lambda: feed.connected, 15.0)
+        second.cmd("work 70")
+        wait_for(lambda: acquires() == 70, 15.0)
+        with source.lock:
+            assert feed.state.process.get("pid") == second.pid
+    finally:
+        source.stop()
