@@ -40,7 +40,7 @@ def _bindings() -> list[BindingType]:
         Binding(
             k.keys,
             k.action,
-            k.help.split(";")[0][:24],
+            k.short or k.help,
             show=k.footer,
             key_display=k.shown,
             priority=k.priority,
@@ -62,7 +62,7 @@ class HelpScreen(ModalScreen[None]):
 
     def compose(self) -> ComposeResult:
         text = Text()
-        text.append("poolscope keys\n\n", style="bold")
+        text.append("poolscope keys\n", style="bold")
         for shown, desc in help_lines(self._replay):
             text.append(f"{shown:>10}  ", style="bold cyan")
             text.append(f"{desc}\n")
