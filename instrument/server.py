@@ -44,10 +44,26 @@ class Observer:
         q.extend(lines)
         over = len(q) - self.capacity
         if over > 0:
+            popleft = q.popleft
+            n = 0
             for _ in range(over):
-                q.popleft()
-            self.dropped += over
+                line = popleft()
+                # A ``dropped`` line (the recorder's own losses) dropped here must not
+                # take its count with it: carry the count into this observer's tally.
+                n += _dropped_count(line) if line.startswith(_DROPPED_PREFIX) else 1
+            self.dropped += n
         self.wake.set()
+
+
+_DROPPED_PREFIX = b'{"type":"dropped"'
+
+
+def _dropped_count(line: bytes) -> int:
+    try:
+        count = json.loads(line).get("count")
+    except Exception:
+        return 1
+    return count if isinstance(count, int) and count > 0 else 1
 
 
 class StreamServer:
