@@ -239,3 +239,30 @@ async def test_errors_report_survives_a_broken_listener(fresh_errors: int) -> No
     # "test", the listener's own report and the listener's exception; no recursion.
     assert errors.count() - fresh_errors == 3
     assert calls == ["test"]
+
+
+async def test_internal_errors_reach_the_metric(
+    fresh_runtime: runtime_module.Runtime, fresh_errors: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """poolscope_internal_errors_total counts what errors.count() counts (in-app /metrics)."""
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from poolscope.instrument.prometheus import register
+
+    rt = fresh_runtime
+    rt.state_interval = 0.05
+    pool = ps.instrument(make_pool(), listen=False, leak_threshold=None)
+    for h in rt.handles.values():
+        monkeypatch.setattr(h, "gauges", boom)
+    registry = CollectorRegistry()
+    register(registry)
+
+    def metric() -> float:
+        for line in generate_latest(registry).decode().splitlines():
+            if line.startswith("poolscope_internal_errors_total"):
+                return float(line.rsplit(" ", 1)[1])
+        return 0.0
+
+    async with pool:
+        await await_for(lambda: metric() >= 3, 5.0)
+    assert rt.model.internal_errors <= errors.count() - fresh_errors

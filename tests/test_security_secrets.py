@@ -65,7 +65,10 @@ def _everything(rt: runtime_module.Runtime, ob: RawObserver, caplog: Any) -> dic
 
 
 async def test_dsn_password_appears_nowhere_reference_pool(
-    fresh_runtime: runtime_module.Runtime, fresh_errors: int, caplog: pytest.LogCaptureFixture
+    fresh_runtime: runtime_module.Runtime,
+    fresh_errors: int,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
 ) -> None:
     rt = fresh_runtime
     caplog.set_level(logging.DEBUG)
@@ -104,6 +107,29 @@ async def test_dsn_password_appears_nowhere_reference_pool(
     assert "poolscope internal error in test" in outputs["logs"]
     for where, text in outputs.items():
         assert PASSWORD not in text, f"password leaked into {where}"
+    # And the TUI, replaying that stream, shows no password on any view.
+    rec = tmp_path / "secret.ndjson"
+    rec.write_bytes(bytes(ob.data))
+    for name, svg in (await _tui_screens(rec)).items():
+        assert PASSWORD not in svg, f"password on the TUI's {name} view"
+
+
+async def _tui_screens(path: Path) -> dict[str, str]:
+    from poolscope.tui.app import PoolscopeApp
+    from poolscope.tui.data import ReplaySource
+
+    src = ReplaySource(path)
+    src.seek_to(src.t_end)
+    src.playing = False
+    app = PoolscopeApp(src)
+    shots: dict[str, str] = {}
+    async with app.run_test(size=(140, 40)) as pilot:
+        for key in "123456":
+            await pilot.press(key)
+            await pilot.pause()
+            shots[key] = app.export_screenshot()
+    assert any("orders" in svg for svg in shots.values())
+    return shots
 
 
 @pytest.mark.pg
