@@ -15,6 +15,7 @@ import sys
 import threading
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,6 +116,9 @@ class Runtime:
         self._stopping = False
         self._listen_token: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        #: In-process listeners called (on the background thread) with every batch
+        #: of events after it is folded - for tests and embedders; must not block.
+        self.taps: list[Callable[[list[Event]], None]] = []
         # Internal errors by place, waiting for the next drain: (count, last message).
         self._errors: dict[str, tuple[int, str]] = {}
         self._errors_lock = threading.Lock()
@@ -414,55 +418,95 @@ class Runtime:
         return None
 
     def _drain(self) -> bool:
-        """Fold and send up to DRAIN_CHUNK buffered events; True if more are waiting."""
+        """Fold and send up to DRAIN_CHUNK buffered events; True if more are waiting.
+
+        Events are folded here, in order, as they are normalised: the hot-path
+        tuples (acquire, release) through the model's checked-argument fast path,
+        everything else through ``apply``. Observers get every event encoded.
+        """
         self._offset = time.time() - time.perf_counter()
         items = self.recorder.drain(DRAIN_CHUNK)
         dropped = self.recorder.take_dropped()
         out: list[Event] = self._take_errors()
         if dropped:
             out.append({"type": "dropped", "t": time.time(), "count": dropped, "where": "recorder"})
+        model = self.model
+        self._fold(out)
+        pending = self._pending
         for item in items:
             try:
                 ev = self._normalise(item)
             except Exception as exc:
                 errors.report("normalise", exc)
                 continue
-            if self._pending:
-                out.extend(self._pending)
-                self._pending.clear()
-            if ev is not None:
-                out.append(ev)
-            if ev is not None and ev.get("type") == "close":
+            if pending:
+                self._fold(pending)
+                out.extend(pending)
+                pending.clear()
+            if ev is None:
+                continue
+            out.append(ev)
+            etype = ev["type"]
+            try:
+                if type(item) is tuple and etype == "acquire":
+                    model.fold_acquire(
+                        ev["pool"], ev["conn"], ev["t"], ev["wait"], ev["site"], ev["task"]
+                    )
+                    model.advance(ev["t"])
+                elif type(item) is tuple and etype == "release":
+                    model.fold_release(ev["pool"], ev["conn"], ev["t"], ev["hold"])
+                    model.advance(ev["t"])
+                else:
+                    model.apply(ev)
+            except Exception as exc:
+                # A broken in-app model must not silence the observers.
+                errors.report("fold", exc)
+            if etype == "close":
                 # A connection closed while held (lost, reclaimed, collected) is no
                 # longer a holder; the model resolves any leak reported for it.
                 self._holds.pop((str(ev.get("pool")), str(ev.get("conn"))), None)
-        if self._pending:
-            out.extend(self._pending)
-            self._pending.clear()
+        if pending:
+            self._fold(pending)
+            out.extend(pending)
+            pending.clear()
         if out:
-            self._emit(out)
+            self._send(out)
         return bool(self.recorder.buffer)
 
-    def _emit(self, events: list[Event]) -> None:
+    def _fold(self, events: list[Event]) -> None:
         apply = self.model.apply
-        lines: list[bytes] = []
-        server = self.server
         for ev in events:
             try:
                 apply(ev)
             except Exception as exc:
-                # A broken in-app model must not silence the observers.
                 errors.report("fold", exc)
-            if server is not None and server.observers:
-                try:
-                    lines.append(encode(ev))
-                except Exception as exc:
-                    errors.report("encode", exc)
-        if lines and server is not None:
+
+    def _send(self, events: list[Event]) -> None:
+        """Encode events once and queue them for every observer (and taps)."""
+        for tap in self.taps:
+            try:
+                tap(events)
+            except Exception as exc:
+                errors.report("tap", exc)
+        server = self.server
+        if server is None or not server.observers:
+            return
+        lines: list[bytes] = []
+        for ev in events:
+            try:
+                lines.append(encode(ev))
+            except Exception as exc:
+                errors.report("encode", exc)
+        if lines:
             try:
                 server.broadcast(lines)
             except Exception as exc:
                 errors.report("broadcast", exc)
+
+    def _emit(self, events: list[Event]) -> None:
+        """Fold and send events made on the background thread (leaks, bye, ...)."""
+        self._fold(events)
+        self._send(events)
 
     def _check_leaks(self) -> None:
         now = time.perf_counter()

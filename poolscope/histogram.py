@@ -77,6 +77,19 @@ class Histogram:
         if value > self.max:
             self.max = value
 
+    def add_trusted(self, value: float) -> None:
+        """``add`` for a finite, non-negative float the caller measured itself (the
+        in-app fold of its own acquires and releases): no checks, fewer branches."""
+        k = bucket_of(value)
+        b = self.buckets
+        b[k] = b.get(k, 0) + 1
+        self.count += 1
+        self.sum += value
+        if value < self.min:
+            self.min = value
+        if value > self.max:
+            self.max = value
+
     def merge(self, other: Histogram) -> None:
         for k, n in other.buckets.items():
             self.buckets[k] = self.buckets.get(k, 0) + n

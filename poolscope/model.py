@@ -448,25 +448,51 @@ class PoolState:
 
     def _on_acquire(self, ev: Event, t: float) -> None:
         conn = str(ev["conn"])  # before any change: a bad event must change nothing
-        p = self._pool_of(ev, t)
-        p.acquires += 1
-        p.wait.add(_num(ev, "wait"))
         site = ev.get("site")
-        if len(p.holders) >= MAX_HOLDERS and conn not in p.holders:
-            return
-        p.holders[conn] = Holder(
-            conn=conn,
-            since=t,
-            site=site if isinstance(site, int) else None,
-            task=str(ev.get("task") or ""),
+        self.fold_acquire(
+            str(ev.get("pool", "?")),
+            conn,
+            t,
+            _num(ev, "wait"),
+            site if isinstance(site, int) and not isinstance(site, bool) else None,
+            str(ev.get("task") or ""),
         )
 
     def _on_release(self, ev: Event, t: float) -> None:
         conn = str(ev["conn"])
-        p = self._pool_of(ev, t)
+        self.fold_release(str(ev.get("pool", "?")), conn, t, _num(ev, "hold"))
+
+    # The two most frequent events, with checked arguments. The application's
+    # runtime calls these directly for its own acquires and releases (values it
+    # measured itself), skipping the generic ``apply`` and its per-field checks.
+    def fold_acquire(
+        self, pool: str, conn: str, t: float, wait: float, site: int | None, task: str
+    ) -> None:
+        p = self.pools.get(pool) or self.pool(pool)
+        if t > p.last_t:
+            p.last_t = t
+        p.acquires += 1
+        p.wait.add_trusted(wait if wait > 0.0 else 0.0)
+        holders = p.holders
+        if len(holders) >= MAX_HOLDERS and conn not in holders:
+            return
+        holders[conn] = Holder(conn, t, site, task)
+
+    def fold_release(self, pool: str, conn: str, t: float, hold: float) -> None:
+        p = self.pools.get(pool) or self.pool(pool)
+        if t > p.last_t:
+            p.last_t = t
         p.releases += 1
-        p.hold.add(_num(ev, "hold"))
+        p.hold.add_trusted(hold if hold > 0.0 else 0.0)
         p.holders.pop(conn, None)
+
+    def advance(self, t: float) -> None:
+        """Count one event folded at ``t`` (for callers of the ``fold_*`` methods)."""
+        if t > self.now:
+            self.now = t
+        if not self.first_t:
+            self.first_t = t
+        self.events += 1
 
     def _on_timeout(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)

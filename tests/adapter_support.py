@@ -13,13 +13,7 @@ from poolscope.instrument.runtime import Runtime
 def capture(rt: Runtime) -> list[dict[str, Any]]:
     """Every event the runtime folds and broadcasts, in order (a list that grows)."""
     events: list[dict[str, Any]] = []
-    original = rt._emit
-
-    def emit(evs: list[dict[str, Any]]) -> None:
-        events.extend(evs)
-        original(evs)
-
-    rt._emit = emit  # type: ignore[method-assign,assignment]
+    rt.taps.append(events.extend)
     rt.state_interval = 0.1
     return events
 
