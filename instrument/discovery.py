@@ -14,6 +14,18 @@ from pathlib import Path
 from typing import Any
 
 
+def process_name() -> str:
+    """A short name for this process: the script's name, or ``python -m pkg`` for a
+    package run with ``-m`` (whose argv[0] is its ``__main__.py``)."""
+    argv0 = sys.argv[0] if sys.argv and sys.argv[0] else ""
+    if not argv0 or argv0 == "-c":
+        return "python"
+    base = os.path.basename(argv0)
+    if base == "__main__.py":
+        return f"python -m {os.path.basename(os.path.dirname(os.path.abspath(argv0)))}"
+    return base
+
+
 def registry_dir() -> Path:
     """``$POOLSCOPE_RUNTIME_DIR``, else ``$XDG_RUNTIME_DIR/poolscope``, else a per-user temp dir."""
     override = os.environ.get("POOLSCOPE_RUNTIME_DIR")
@@ -37,7 +49,7 @@ def write_entry(endpoint: str, pools: list[str]) -> Path:
     entry: dict[str, Any] = {
         "pid": pid,
         "endpoint": endpoint,
-        "process": os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python",
+        "process": process_name(),
         "argv": sys.argv[:8],
         "pools": pools,
         "started": time.time(),

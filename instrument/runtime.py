@@ -123,7 +123,7 @@ class Runtime:
         self._errors: dict[str, tuple[int, str]] = {}
         self._errors_lock = threading.Lock()
         errors.listeners.append(self._on_internal_error)
-        self._process = os.path.basename(sys.argv[0]) if sys.argv and sys.argv[0] else "python"
+        self._process = discovery.process_name()
         self.model.apply(self._hello())
 
     # -- lifecycle ---------------------------------------------------------------
