@@ -35,7 +35,10 @@ def capture(sock: str, target: str) -> str:
 def test_demo_in_tmux_shows_live_pools(tmux: tuple[str, str], tmp_path: Path) -> None:
     sock, name = tmux
     exe = Path(sys.executable).with_name("poolscope")
-    cmd = f"env POOLSCOPE_RUNTIME_DIR={tmp_path} TERM=xterm-256color {exe} demo --seed 5; echo EXITED $?; sleep 30"
+    cmd = (
+        f"env POOLSCOPE_RUNTIME_DIR={tmp_path} TERM=xterm-256color {exe} demo --seed 5; "
+        "echo EXITED $?; sleep 30"
+    )
     subprocess.run(
         [
             "tmux",

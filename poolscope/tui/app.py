@@ -291,7 +291,9 @@ class PoolscopeApp(App[None]):
                 )
             else:
                 counts.append(None)
-        self._main.query_one("#connections-table", KeyedTable).sync(views.connection_rows(feeds, counts))
+        self._main.query_one("#connections-table", KeyedTable).sync(
+            views.connection_rows(feeds, counts)
+        )
         self._main.query_one("#connections-note", Static).update(
             "Established TCP connections the OS sees from the process to each pool's target, "
             "against the pools' own size. More sockets than pool connections means "

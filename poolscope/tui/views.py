@@ -332,8 +332,12 @@ def chart_text(pool: PoolMetrics, window: float, width: int, height: int) -> Tex
     plt.plot(xs, [float(s.idle) for s in samples], label="idle", marker="hd", color="green")
     plt.plot(xs, [float(s.waiting) for s in samples], label="waiting", marker="hd", color="yellow")
     plt.plot(xs, [float(s.in_use) for s in samples], label="in use", marker="hd", color="cyan")
-    plt.xlim(-window, 0)
+    # Fit the x axis to the data while it is shorter than the window.
+    span = min(window, max(10.0, -xs[0]))
+    plt.xlim(-span, 0)
     plt.ylim(0, top + 1)
+    step = max(1, math.ceil((top + 1) / 6))
+    plt.yticks(list(range(0, top + 2, step)))
     plt.xlabel("seconds ago")
     plt.title(f"{pool.name} utilisation, last {int(window // 60)} min")
     try:
