@@ -7,6 +7,7 @@ from pathlib import Path
 
 from textual.widgets import Input, Static, TabbedContent
 
+from poolscope.tui import views
 from poolscope.tui.app import HelpScreen, PoolscopeApp
 from poolscope.tui.data import ReplaySource
 from poolscope.tui.keys import KEYS
@@ -44,6 +45,17 @@ async def test_views_by_number_and_tab(session_path: Path) -> None:
         events = app.query_one("#events-table", KeyedTable)
         await pilot.pause()
         assert events.row_count > 100
+        # The mouse works: a click on a tab, then on a pools column header to sort.
+        await pilot.click("#--content-tab-leaks")
+        assert tabs.active == "leaks"
+        await pilot.click("#--content-tab-pools")
+        assert tabs.active == "pools"
+        table = app.query_one("#pools-table", KeyedTable)
+        cols = list(table.columns.values())
+        x = sum(c.get_render_width(table) for c in cols[: views.POOL_COLUMNS.index("p99 wait")])
+        await pilot.click("#pools-table", offset=(x + 2, 0))
+        assert app.sort == "p99 wait"
+        assert table.row_keys_in_order == ["0:reports", "0:orders"]
 
 
 async def test_selection_moves_chart_and_histograms(session_path: Path) -> None:

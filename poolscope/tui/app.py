@@ -342,6 +342,13 @@ class PoolscopeApp(App[None]):
             with self.source.lock:
                 self._main.query_one("#leak-detail", Static).update(views.leak_detail(group))
 
+    def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
+        # Clicking a pools column header sorts by it (where that column sorts).
+        label = str(event.column_key.value)
+        if event.data_table.id == "pools-table":
+            self.sort = label if label in views.SORTS else "name"
+            self.refresh_screen()
+
     def on_tabbed_content_tab_activated(self, event: TabbedContent.TabActivated) -> None:
         self.refresh_screen(force_chart=True)
 

@@ -302,9 +302,11 @@ def header_line(
         line.append(f"  up {fmt_dur(up)}")
     if info is not None:
         line.append(
-            f"  cpu {info.cpu_percent:.0f}%  rss {fmt_bytes(info.rss)}  threads {info.threads}",
+            f"  cpu {info.cpu_percent:.0f}% rss {fmt_bytes(info.rss)} thr {info.threads}",
             style=DIM,
         )
+    line.no_wrap = True
+    line.overflow = "ellipsis"
     return line
 
 
@@ -586,8 +588,10 @@ def connection_rows(
                 n = c[p.target]
                 expected = per_target[p.target]
                 seen = Text(str(n), justify="right")
+                shared = sum(1 for q in st.pools.values() if q.target == p.target)
                 if n == expected:
-                    check = Text("ok", style=OK)
+                    note = f" ({shared} pools share this target: {expected})" if shared > 1 else ""
+                    check = Text("ok" + note, style=OK)
                 elif n > expected:
                     check = Text(
                         f"MISMATCH: {n - expected} socket(s) outside the pool", style=ALERT
