@@ -190,3 +190,30 @@ async def test_ctrl_s_saves_svg_and_png(session_path: Path, tmp_path: Path) -> N
         svg, png = app.last_screenshot
         assert svg.exists() and svg.read_text().startswith("<svg")
         assert png is not None and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+async def test_chart_redraws_at_most_once_a_second(session_path: Path) -> None:
+    app = make_app(session_path, start=10, refresh_interval=0.25)
+    assert isinstance(app.source, ReplaySource)
+    app.source.playing = True
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause(0.3)
+        chart = app.query_one("#chart", Chart)
+        before, refreshes = chart.draws, app.refreshes
+        await pilot.pause(2.0)
+        assert app.refreshes - refreshes >= 5  # the screen refreshed every 0.25 s
+        assert chart.draws - before <= 3  # the chart did not
+
+
+async def test_replay_of_truncated_file_says_where_it_stopped(
+    session_path: Path, tmp_path: Path
+) -> None:
+    data = session_path.read_bytes()
+    cut = tmp_path / "cut.ndjson"
+    cut.write_bytes(data[: len(data) // 3 - 5])
+    app = make_app(cut, start=5)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.pause()
+        status = static_text(app, "#status")
+        assert "truncated at line" in status
+        assert app.query_one("#pools-table", KeyedTable).row_count == 2  # what it could read

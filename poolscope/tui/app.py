@@ -19,6 +19,7 @@ from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
+from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
@@ -178,6 +179,12 @@ class PoolscopeApp(App[None]):
     # -- drawing -------------------------------------------------------------------
     def refresh_screen(self, force_chart: bool = False) -> None:
         """Compute the visible view from the folded state and update its widgets."""
+        try:
+            self._refresh_screen(force_chart)
+        except NoMatches:
+            pass  # widgets not mounted yet, or already gone at exit: next tick
+
+    def _refresh_screen(self, force_chart: bool) -> None:
         started = time.perf_counter()
         view = self.active_view
         feeds = self.source.feeds
