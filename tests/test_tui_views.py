@@ -151,3 +151,34 @@ def test_every_key_has_help() -> None:
     assert {k.shown for k in KEYS} == shown
     for must in ("q", "?", "space", "/", "escape", "tab", "1", "6", "s", "+", "-", "ctrl+s"):
         assert must in shown
+
+
+def test_restart_keeps_history_of_a_pool_created_after_sync() -> None:
+    feed = ProcessFeed("x", live=False)
+
+    def state(t: float, in_use: int) -> dict[str, object]:
+        return {
+            "type": "state",
+            "t": t,
+            "pool": "p",
+            "size": 2,
+            "idle": 0,
+            "in_use": in_use,
+            "waiting": 0,
+            "max": 4,
+            "min": 0,
+        }
+
+    for i in range(3):
+        feed.apply(state(100.0 + i, i), 100.0 + i)
+    feed.apply({"type": "acquire", "t": 102.5, "pool": "p", "conn": "1", "wait": 0.0}, 102.5)
+    # The application restarts: its sync knows no pool yet, the pool comes right after.
+    feed.apply({"type": "sync", "t": 110.0, "state": {"pools": {}}}, 110.0)
+    assert "p" not in feed.state.pools
+    feed.apply(
+        {"type": "pool", "t": 110.1, "pool": "p", "kind": "k", "target": "", "config": {}}, 110.1
+    )
+    feed.apply(state(111.0, 1), 111.0)
+    p = feed.state.pools["p"]
+    assert [s.t for s in p.series] == [100.0, 101.0, 102.0, 111.0]
+    assert p.acquires == 0  # counters are the new process's own

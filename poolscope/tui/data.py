@@ -20,7 +20,7 @@ from typing import Protocol
 from poolscope.client import CONNECTED, DISCONNECTED, FileFeed, StreamClient
 from poolscope.endpoint import Endpoint
 from poolscope.events import Event
-from poolscope.model import PoolState
+from poolscope.model import PoolState, Sample
 
 #: Recent events kept per process for the events view.
 LOG_KEPT = 2000
@@ -45,6 +45,7 @@ class ProcessFeed:
         self.log: deque[tuple[int, Event]] = deque(maxlen=LOG_KEPT)
         # (clock, seq) about once a second: events/s is a difference of two marks.
         self._marks: deque[tuple[float, int]] = deque(maxlen=32)
+        self._history: dict[str, deque[Sample]] = {}
 
     def apply(self, ev: Event, clock: float) -> None:
         """Fold one event in; ``clock`` is wall time live, the data's time in replay."""
@@ -63,9 +64,12 @@ class ProcessFeed:
             self.state.apply(ev)
             if before is not None:
                 # A restarted application's sync may not know a pool yet (it is
-                # created later): keep what was seen until its events come back.
+                # created later): keep its utilisation history for when it does.
                 for name, pool in before.items():
-                    self.state.pools.setdefault(name, pool)
+                    if name not in self.state.pools and pool.series:
+                        self._history[name] = pool.series
+            elif self._history:
+                self._restore_history(ev)
             if etype == "sync":
                 started = self.state.process.get("t")
                 sync_state = ev.get("state")
@@ -79,6 +83,17 @@ class ProcessFeed:
         marks = self._marks
         if not marks or clock - marks[-1][0] >= 1.0:
             marks.append((clock, self.seq))
+
+    def _restore_history(self, ev: Event) -> None:
+        name = ev.get("pool")
+        if not isinstance(name, str) or name not in self._history:
+            return
+        pool = self.state.pools.get(name)
+        if pool is None:
+            return
+        old = self._history.pop(name)
+        cutoff = pool.series[0].t if pool.series else float("inf")
+        pool.series.extendleft(reversed([x for x in old if x.t < cutoff]))
 
     def events_per_second(self, clock: float, window: float = 5.0) -> float:
         """Events per second over about the last ``window`` seconds of ``clock``."""
