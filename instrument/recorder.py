@@ -11,6 +11,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import repeat as _repeat
 from typing import Any
 
 from . import errors, sites
@@ -42,15 +43,12 @@ class Recorder:
 
     def drain(self, limit: int = 1 << 30) -> list[Any]:
         """Take buffered items, oldest first (background thread only)."""
-        out: list[Any] = []
-        pop = self.buffer.popleft
-        try:
-            while limit > 0:
-                out.append(pop())
-                limit -= 1
-        except IndexError:
-            pass
-        return out
+        buf = self.buffer
+        pop = buf.popleft
+        # Only this thread takes items out, so the length can only grow meanwhile (a
+        # full deque's append drops its oldest, but keeps the length): ``n`` pops
+        # never find it empty.
+        return [pop() for _ in _repeat(None, min(limit, len(buf)))]
 
     def take_dropped(self) -> int:
         n = self.dropped

@@ -16,12 +16,11 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import poolscope
 from poolscope.endpoint import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_endpoint
-from poolscope.events import PROTOCOL_VERSION, Event, encode
+from poolscope.events import PROTOCOL_VERSION, Event, encode, encode_acquire, encode_release
 from poolscope.model import PoolState
 
 from . import discovery, errors, sites
@@ -39,14 +38,10 @@ LEAK_CHECK_INTERVAL = 0.25
 MAX_SITES = 10_000
 
 
-@dataclass
-class _Hold:
-    t: float  # perf_counter at acquire
-    site: int | None
-    raw_site: Any
-    task: str
-    holder: Any  # weakref to the task, or a thread ident
-    reported: bool = False
+# An open hold, by (pool, conn): (perf_counter at acquire, site id, raw site, task
+# name, holder - a weakref to the task or a thread ident). A tuple, not an object:
+# one is made per acquire on the background thread. Reported ones are in ``_reported``.
+_Hold = tuple[float, "int | None", Any, str, Any]
 
 
 def _holder_name(holder: Any) -> tuple[str, Any]:
@@ -110,7 +105,8 @@ class Runtime:
         self._lock = threading.Lock()
         self._ready = threading.Event()
         self._offset = time.time() - time.perf_counter()
-        self._holds: dict[tuple[str, Any], _Hold] = {}
+        self._holds: dict[tuple[str, str], _Hold] = {}
+        self._reported: set[tuple[str, str]] = set()  # holds reported as leaks
         self._site_ids: dict[Any, int] = {}
         self._pending: list[Event] = []
         self._stopping = False
@@ -360,117 +356,201 @@ class Runtime:
     def _complete_leak(self, ev: Event) -> None:
         """An adapter's proven leak (collected or unreachable while held) names only the
         connection: add the acquire site, task and held time from the open hold."""
-        h = self._holds.get((str(ev.get("pool")), str(ev.get("conn"))))
-        ev["held"] = time.perf_counter() - h.t if h is not None else ev.get("held", 0.0)
-        ev["stack"] = _format_site(h.raw_site) if h is not None else []
-        ev["task"] = h.task if h is not None else ""
-        ev["site"] = h.site if h is not None else None
+        key = (str(ev.get("pool")), str(ev.get("conn")))
+        h = self._holds.get(key)
+        ev["held"] = time.perf_counter() - h[0] if h is not None else ev.get("held", 0.0)
+        ev["stack"] = _format_site(h[2]) if h is not None else []
+        ev["task"] = h[3] if h is not None else ""
+        ev["site"] = h[1] if h is not None else None
         if h is not None:
-            h.reported = True
+            self._reported.add(key)
 
     def _normalise(self, item: Any) -> Event | None:
-        if type(item) is not tuple:
-            if not isinstance(item, dict):
-                return None
-            if item.get("type") == "leak" and "stack" not in item:
-                self._complete_leak(item)
-            # Last line of defence for secrets: a driver's message may quote the DSN.
-            for key in ("error", "target"):
-                value = item.get(key)
-                if isinstance(value, str):
-                    item[key] = errors.redact(value)
-            return item
-        kind = item[0]
-        t = item[1] + self._offset
-        if kind == "acquire":
-            _, mono, pool, conn, wait, raw_site, holder = item
-            site = self._site_id(raw_site)
-            task, ref = _holder_name(holder)
-            self._holds[(pool, str(conn))] = _Hold(mono, site, raw_site, task, ref)
-            return {
-                "type": "acquire",
-                "t": t,
-                "pool": pool,
-                "conn": str(conn),
-                "wait": wait,
-                "site": site,
-                "task": task,
-            }
-        if kind == "release":
-            _, mono, pool, conn, hold = item
-            h = self._holds.pop((pool, str(conn)), None)
-            if hold is None:
-                hold = mono - h.t if h is not None else 0.0
-            ev: Event = {"type": "release", "t": t, "pool": pool, "conn": str(conn), "hold": hold}
-            if h is not None and h.reported:
-                self._pending.append(ev)
-                return {
-                    "type": "unleak",
-                    "t": t,
-                    "pool": pool,
-                    "conn": str(conn),
-                    "held": hold,
-                    "stack": _format_site(h.raw_site),
-                    "task": h.task,
-                    "site": h.site,
-                }
-            return ev
-        return None
+        """A non-hot event (a dict from ``PoolHandle.event`` or the runtime), checked."""
+        if not isinstance(item, dict):
+            return None
+        if item.get("type") == "leak" and "stack" not in item:
+            self._complete_leak(item)
+        # Last line of defence for secrets: a driver's message may quote the DSN.
+        for key in ("error", "target"):
+            value = item.get(key)
+            if isinstance(value, str):
+                item[key] = errors.redact(value)
+        return item
 
     def _drain(self) -> bool:
         """Fold and send up to DRAIN_CHUNK buffered events; True if more are waiting.
 
-        Events are folded here, in order, as they are normalised: the hot-path
-        tuples (acquire, release) through the model's checked-argument fast path,
-        everything else through ``apply``. Observers get every event encoded.
+        Events are folded here, in order. The hot-path tuples (acquire, release) never
+        become dicts unless a tap wants them: they are folded through the model's
+        checked-argument fast path and, only when an observer is connected, formatted
+        straight into their NDJSON lines (``encode_acquire``/``encode_release``, byte
+        for byte what ``encode`` makes of the dict). Everything else goes through
+        ``apply`` and ``encode``.
         """
-        self._offset = time.time() - time.perf_counter()
+        self._offset = offset = time.time() - time.perf_counter()
         items = self.recorder.drain(DRAIN_CHUNK)
         dropped = self.recorder.take_dropped()
-        out: list[Event] = self._take_errors()
-        if dropped:
-            out.append({"type": "dropped", "t": time.time(), "count": dropped, "where": "recorder"})
+        server = self.server
+        want_lines = server is not None and bool(server.observers)
+        want_events = bool(self.taps)
+        lines: list[bytes] = []
+        events: list[Event] = []
         model = self.model
-        self._fold(out)
+        fold_acquire = model.fold_acquire
+        fold_release = model.fold_release
+        holds = self._holds
+        reported = self._reported
         pending = self._pending
+        site_id = self._site_id
+        # Fast events not yet counted by the model: counted in one go before any
+        # generic ``apply`` (so its clock never runs behind an event it folds) and at
+        # the end.
+        n_fast = 0
+        t_first = t_last = 0.0
+
+        def generic(batch: list[Event]) -> None:
+            nonlocal n_fast
+            if n_fast:
+                model.advance_many(n_fast, t_first, t_last)
+                n_fast = 0
+            for ev in batch:
+                try:
+                    model.apply(ev)
+                except Exception as exc:
+                    errors.report("fold", exc)
+                if ev.get("type") == "close":
+                    # A connection closed while held (lost, reclaimed, collected) is no
+                    # longer a holder; the model resolves any leak reported for it.
+                    key = (str(ev.get("pool")), str(ev.get("conn")))
+                    holds.pop(key, None)
+                    reported.discard(key)
+                if want_lines:
+                    try:
+                        lines.append(encode(ev))
+                    except Exception as exc:
+                        errors.report("encode", exc)
+            if want_events:
+                events.extend(batch)
+
+        first = self._take_errors()
+        if dropped:
+            first.append(
+                {"type": "dropped", "t": time.time(), "count": dropped, "where": "recorder"}
+            )
+        if first:
+            generic(first)
         for item in items:
             try:
-                ev = self._normalise(item)
+                if type(item) is not tuple:
+                    ev = self._normalise(item)
+                    if pending:
+                        generic(pending)
+                        pending.clear()
+                    if ev is not None:
+                        generic([ev])
+                    continue
+                kind = item[0]
+                if kind == "acquire":
+                    _, mono, pool, conn, wait, raw_site, holder = item
+                    t = mono + offset
+                    site = site_id(raw_site) if raw_site else None
+                    task, ref = _holder_name(holder)
+                    c = conn if type(conn) is str else str(conn)
+                    key = (pool, c)
+                    if reported:
+                        reported.discard(key)
+                    holds[key] = (mono, site, raw_site, task, ref)
+                    if pending:  # a new site's ``site`` event goes before its acquire
+                        generic(pending)
+                        pending.clear()
+                    try:
+                        fold_acquire(pool, c, t, wait, site, task)
+                    except Exception as exc:
+                        errors.report("fold", exc)
+                    if not n_fast:
+                        t_first = t
+                    n_fast += 1
+                    if t > t_last:
+                        t_last = t
+                    if want_lines:
+                        try:
+                            lines.append(encode_acquire(t, pool, c, wait, site, task))
+                        except Exception as exc:
+                            errors.report("encode", exc)
+                    if want_events:
+                        events.append(
+                            {
+                                "type": "acquire",
+                                "t": t,
+                                "pool": pool,
+                                "conn": c,
+                                "wait": wait,
+                                "site": site,
+                                "task": task,
+                            }
+                        )
+                elif kind == "release":
+                    _, mono, pool, conn, hold = item
+                    t = mono + offset
+                    c = conn if type(conn) is str else str(conn)
+                    key = (pool, c)
+                    h = holds.pop(key, None)
+                    if hold is None:
+                        hold = mono - h[0] if h is not None else 0.0
+                    if h is not None and key in reported:
+                        reported.discard(key)
+                        unleak: Event = {
+                            "type": "unleak",
+                            "t": t,
+                            "pool": pool,
+                            "conn": c,
+                            "held": hold,
+                            "stack": _format_site(h[2]),
+                            "task": h[3],
+                            "site": h[1],
+                        }
+                        release: Event = {
+                            "type": "release",
+                            "t": t,
+                            "pool": pool,
+                            "conn": c,
+                            "hold": hold,
+                        }
+                        generic([unleak, release])
+                        continue
+                    try:
+                        fold_release(pool, c, t, hold)
+                    except Exception as exc:
+                        errors.report("fold", exc)
+                    if not n_fast:
+                        t_first = t
+                    n_fast += 1
+                    if t > t_last:
+                        t_last = t
+                    if want_lines:
+                        try:
+                            lines.append(encode_release(t, pool, c, hold))
+                        except Exception as exc:
+                            errors.report("encode", exc)
+                    if want_events:
+                        events.append(
+                            {"type": "release", "t": t, "pool": pool, "conn": c, "hold": hold}
+                        )
             except Exception as exc:
                 errors.report("normalise", exc)
-                continue
-            if pending:
-                self._fold(pending)
-                out.extend(pending)
-                pending.clear()
-            if ev is None:
-                continue
-            out.append(ev)
-            etype = ev["type"]
-            try:
-                if type(item) is tuple and etype == "acquire":
-                    model.fold_acquire(
-                        ev["pool"], ev["conn"], ev["t"], ev["wait"], ev["site"], ev["task"]
-                    )
-                    model.advance(ev["t"])
-                elif type(item) is tuple and etype == "release":
-                    model.fold_release(ev["pool"], ev["conn"], ev["t"], ev["hold"])
-                    model.advance(ev["t"])
-                else:
-                    model.apply(ev)
-            except Exception as exc:
-                # A broken in-app model must not silence the observers.
-                errors.report("fold", exc)
-            if etype == "close":
-                # A connection closed while held (lost, reclaimed, collected) is no
-                # longer a holder; the model resolves any leak reported for it.
-                self._holds.pop((str(ev.get("pool")), str(ev.get("conn"))), None)
         if pending:
-            self._fold(pending)
-            out.extend(pending)
+            generic(pending)
             pending.clear()
-        if out:
-            self._send(out)
+        if n_fast:
+            model.advance_many(n_fast, t_first, t_last)
+        if events:
+            self._tap(events)
+        if lines and server is not None:
+            try:
+                server.broadcast(lines)
+            except Exception as exc:
+                errors.report("broadcast", exc)
         return bool(self.recorder.buffer)
 
     def _fold(self, events: list[Event]) -> None:
@@ -481,13 +561,16 @@ class Runtime:
             except Exception as exc:
                 errors.report("fold", exc)
 
-    def _send(self, events: list[Event]) -> None:
-        """Encode events once and queue them for every observer (and taps)."""
+    def _tap(self, events: list[Event]) -> None:
         for tap in self.taps:
             try:
                 tap(events)
             except Exception as exc:
                 errors.report("tap", exc)
+
+    def _send(self, events: list[Event]) -> None:
+        """Encode events once and queue them for every observer (and taps)."""
+        self._tap(events)
         server = self.server
         if server is None or not server.observers:
             return
@@ -511,25 +594,27 @@ class Runtime:
     def _check_leaks(self) -> None:
         now = time.perf_counter()
         out: list[Event] = []
-        for (pool, conn), h in list(self._holds.items()):
-            if h.reported:
+        reported = self._reported
+        for key, (t0, site, raw_site, task, holder) in list(self._holds.items()):
+            if key in reported:
                 continue
+            pool, conn = key
             handle = self.handles.get(pool)
             threshold = handle.leak_threshold if handle is not None else None
-            if not threshold or now - h.t < threshold:
+            if not threshold or now - t0 < threshold:
                 continue
-            h.reported = True
+            reported.add(key)
             out.append(
                 {
                     "type": "leak",
                     "t": time.time(),
                     "pool": pool,
-                    "conn": str(conn),
-                    "held": now - h.t,
-                    "stack": _format_site(h.raw_site),
-                    "current": _current_stack(h.holder),
-                    "task": h.task,
-                    "site": h.site,
+                    "conn": conn,
+                    "held": now - t0,
+                    "stack": _format_site(raw_site),
+                    "current": _current_stack(holder),
+                    "task": task,
+                    "site": site,
                 }
             )
         if out:

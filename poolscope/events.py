@@ -107,6 +107,82 @@ def encode(event: Event) -> bytes:
     return text.encode("utf-8") + b"\n"
 
 
+# -- fast lines for the two hot event types -------------------------------------------
+# The application's own acquires and releases are most of the stream. Their lines are
+# formatted from a template instead of a dict walk: byte for byte what ``encode`` makes
+# of ``{"type", "t", "pool", "conn", "wait", "site", "task"}`` / ``{"type", "t",
+# "pool", "conn", "hold"}`` (same keys, order, separators, ASCII escaping, float repr),
+# about twice as fast. Anything unusual (a non-float or non-finite number, a non-int
+# site) goes through ``encode``.
+_ACQUIRE_LINE = '{"type":"acquire","t":%r,"pool":%s,"conn":%s,"wait":%r,"site":%s,"task":%s}\n'
+_RELEASE_LINE = '{"type":"release","t":%r,"pool":%s,"conn":%s,"hold":%r}\n'
+_INF = math.inf
+_escape: Any = getattr(_json_encoder, "c_encode_basestring_ascii", None) or (
+    _json_encoder.py_encode_basestring_ascii
+)
+#: JSON-escaped strings (pool names, connection ids, task names) seen lately; cleared
+#: when full, so it stays bounded whatever the application names things.
+_escaped: dict[str, str] = {}
+_ESCAPED_MAX = 4096
+
+
+def _quoted(s: str) -> str:
+    q = _escaped.get(s)
+    if q is None:
+        if len(_escaped) >= _ESCAPED_MAX:
+            _escaped.clear()
+        q = _escaped[s] = _escape(s)
+    return q
+
+
+def encode_acquire(
+    t: float, pool: str, conn: str, wait: float, site: int | None, task: str
+) -> bytes:
+    """``encode`` of an ``acquire`` event with exactly these fields, faster."""
+    if (
+        type(t) is float
+        and type(wait) is float
+        and -_INF < t < _INF
+        and -_INF < wait < _INF
+        and (site is None or type(site) is int)
+        and type(pool) is str
+        and type(conn) is str
+        and type(task) is str
+    ):
+        q = _escaped.get
+        return (
+            _ACQUIRE_LINE
+            % (
+                t,
+                q(pool) or _quoted(pool),
+                q(conn) or _quoted(conn),
+                wait,
+                "null" if site is None else site,
+                q(task) or _quoted(task),
+            )
+        ).encode()
+    ev = {"type": "acquire", "t": t, "pool": pool, "conn": conn, "wait": wait, "site": site}
+    ev["task"] = task
+    return encode(ev)
+
+
+def encode_release(t: float, pool: str, conn: str, hold: float) -> bytes:
+    """``encode`` of a ``release`` event with exactly these fields, faster."""
+    if (
+        type(t) is float
+        and type(hold) is float
+        and -_INF < t < _INF
+        and -_INF < hold < _INF
+        and type(pool) is str
+        and type(conn) is str
+    ):
+        q = _escaped.get
+        return (
+            _RELEASE_LINE % (t, q(pool) or _quoted(pool), q(conn) or _quoted(conn), hold)
+        ).encode()
+    return encode({"type": "release", "t": t, "pool": pool, "conn": conn, "hold": hold})
+
+
 def _scrub(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None

@@ -44,6 +44,7 @@ def bucket_upper(k: int) -> float:
 
 _EDGES = [bucket_upper(k) for k in range(_LOWEST, 61)]
 _N_EDGES = len(_EDGES)
+_TOP = _EDGES[-1]
 
 
 def bucket_lower(k: int) -> float:
@@ -80,7 +81,8 @@ class Histogram:
     def add_trusted(self, value: float) -> None:
         """``add`` for a finite, non-negative float the caller measured itself (the
         in-app fold of its own acquires and releases): no checks, fewer branches."""
-        k = bucket_of(value)
+        # bucket_of's common case inline (a function call is a third of the cost here).
+        k = _LOWEST + _bisect_left(_EDGES, value) if MIN_VALUE < value <= _TOP else bucket_of(value)
         b = self.buckets
         b[k] = b.get(k, 0) + 1
         self.count += 1

@@ -494,6 +494,14 @@ class PoolState:
             self.first_t = t
         self.events += 1
 
+    def advance_many(self, n: int, first: float, last: float) -> None:
+        """``advance`` for ``n`` events folded in order, from ``first`` to ``last``."""
+        if last > self.now:
+            self.now = last
+        if not self.first_t:
+            self.first_t = first
+        self.events += n
+
     def _on_timeout(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)
         p.timeouts += 1

@@ -55,6 +55,12 @@ def _only_for(etype: str, real: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return encode
 
 
+def _break_acquire_encoding(mp: pytest.MonkeyPatch) -> None:
+    # The generic encoder, and the runtime's fast line for its own acquires.
+    mp.setattr(runtime_module, "encode", _only_for("acquire", runtime_module.encode))
+    mp.setattr(runtime_module, "encode_acquire", boom)
+
+
 # name -> (set-up before instrument(), set-up after, is the error event expected in the model)
 Setup = Callable[[pytest.MonkeyPatch, runtime_module.Runtime], None]
 
@@ -75,9 +81,7 @@ FAULTS: dict[str, tuple[Setup, Setup, bool]] = {
         False,
     ),
     "encode (serializer)": (
-        lambda mp, rt: mp.setattr(
-            runtime_module, "encode", _only_for("acquire", runtime_module.encode)
-        ),
+        lambda mp, rt: _break_acquire_encoding(mp),
         _nothing,
         True,
     ),
