@@ -177,7 +177,7 @@ class Runtime:
         server = StreamServer(self._greeting, token=token)
         self.endpoint = self.call(server.start(ep))
         self.server = server
-        if self.endpoint != ep:
+        if self.endpoint != ep and ep.port != 0:  # the asked-for port was taken
             log.warning("poolscope: streaming on %s", self.endpoint)
         else:
             log.info("poolscope: streaming on %s", self.endpoint)
