@@ -550,7 +550,9 @@ class Pool(Generic[C]):
         """
         return _AcquireContext(self, timeout)
 
-    async def _acquire(self, timeout: float | None) -> C:
+    async def _acquire(self, timeout: float | None, up: int = 0) -> C:
+        # ``up``: the pool's own frames between this one and the application's (1 from
+        # ``async with``'s __aenter__), so the acquire site is found without a walk.
         start = _clock()
         if self._gate:
             self._check_gate()
@@ -577,7 +579,7 @@ class Pool(Generic[C]):
             rec.raw = None  # only the holder keeps it alive now (see module docstring)
         h = self._handle
         if h is not None:
-            h.acquired_here(rec.id, now - start, now)  # site and task taken inside
+            h.acquired_here(rec.id, now - start, now, self._loop, up)  # site, task inside
         return raw  # type: ignore[return-value]
 
     def _check_gate(self) -> None:
@@ -1222,7 +1224,7 @@ class _AcquireContext(Generic[C]):
         return self._pool._acquire(self._timeout).__await__()
 
     async def __aenter__(self) -> C:
-        self._conn = await self._pool._acquire(self._timeout)
+        self._conn = await self._pool._acquire(self._timeout, 1)
         return self._conn
 
     async def __aexit__(
