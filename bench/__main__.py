@@ -131,6 +131,7 @@ def render(data: dict[str, Any]) -> str:
         f"- Command: `{data['command']}`" + (" (quick mode)" if data.get("quick") else ""),
         "",
     ]
+    lines += _summary(data["benches"])
     for name, entry in sorted(data["benches"].items()):
         lines.append(f"## {name}")
         lines.append("")
@@ -159,6 +160,49 @@ def render(data: dict[str, Any]) -> str:
             "",
         ]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _cell(value: Any) -> str:
+    return str(value).replace("|", "\\|").replace("\n", " ")
+
+
+def _summary(benches: dict[str, Any]) -> list[str]:
+    """One row per stated target (a module's optional ``targets`` list of {target,
+    result, verdict}); a benchmark without targets is listed with a pointer to its
+    section, one that failed says so."""
+    rows: list[str] = []
+    for name, entry in sorted(benches.items()):
+        anchor = f"[{name}](#{name})"
+        if not entry.get("ok"):
+            why = entry.get("skipped") or entry.get("error") or "failed"
+            verdict = "SKIP" if entry.get("skipped") else "FAIL"
+            rows.append(f"| {anchor} | - | {_cell(why)} | **{verdict}** |")
+            continue
+        targets = entry.get("result", {}).get("targets")
+        if not isinstance(targets, list) or not targets:
+            rows.append(f"| {anchor} | (no stated target; see the section) | - | - |")
+            continue
+        for t in targets:
+            if not isinstance(t, dict):
+                continue
+            verdict = _cell(t.get("verdict", "-"))
+            rows.append(
+                f"| {anchor} | {_cell(t.get('target', '?'))} | {_cell(t.get('result', '?'))} "
+                f"| **{verdict}** |"
+            )
+    if not rows:
+        return []
+    return [
+        "## Summary",
+        "",
+        "Every stated target, with the result of the latest run of its benchmark (details and",
+        "what remains missed, and why, in each section below).",
+        "",
+        "| benchmark | target | result | verdict |",
+        "|---|---|---|---|",
+        *rows,
+        "",
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:

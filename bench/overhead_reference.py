@@ -210,6 +210,13 @@ def run(quick: bool) -> dict[str, Any]:
         "title": "Added cost per acquire+release pair, reference pool",
         "markdown": markdown,
         "notes": notes,
+        "targets": [
+            {
+                "target": "reference pool: <= 1 us added per acquire+release, leak detection off",
+                "result": f"{a_off * 1e9:,.0f} ns (acquiring-thread CPU, paired median)",
+                "verdict": verdict,
+            }
+        ],
         "target_ns": TARGET_ADDED * 1e9,
         "added_ns": {k: v["median"] * 1e9 for k, v in added.items()},
         "added_process_cpu_ns": {k: v["median"] * 1e9 for k, v in added_proc.items()},
