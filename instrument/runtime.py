@@ -121,6 +121,9 @@ class Runtime:
         errors.listeners.append(self._on_internal_error)
         self._process = discovery.process_name()
         self.model.apply(self._hello())
+        self._serve_args: tuple[Endpoint, bool, str | None] | None = None
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=self._after_fork_in_child)
 
     # -- lifecycle ---------------------------------------------------------------
     def ensure_thread(self) -> None:
@@ -174,6 +177,7 @@ class Runtime:
                 "pass allow_remote=True and a token to opt in"
             )
         self._listen_token = token
+        self._serve_args = (ep, allow_remote, token)
         server = StreamServer(self._greeting, token=token)
         self.endpoint = self.call(server.start(ep))
         self.server = server
@@ -183,6 +187,44 @@ class Runtime:
             log.info("poolscope: streaming on %s", self.endpoint)
         self._write_discovery()
         return self.endpoint
+
+    def _after_fork_in_child(self) -> None:
+        """A forked worker (gunicorn --preload, multiprocessing with fork) inherits the
+        runtime but not its thread: start afresh in the child - its own background
+        thread, stream server (a free port, the parent keeps its own) and discovery
+        entry - while the pools instrumented before the fork keep reporting."""
+        try:
+            inherited = self.server
+            self.thread = None
+            self.loop = None
+            self._tasks = []
+            self._lock = threading.Lock()
+            self._ready = threading.Event()
+            self._errors_lock = threading.Lock()
+            self._stopping = False
+            self.server = None
+            self.endpoint = None
+            self.recorder.buffer.clear()  # the parent's events, the parent sends them
+            self._holds.clear()
+            self._reported.clear()
+            self.model = PoolState()
+            self._process = discovery.process_name()
+            self.model.apply(self._hello())
+            if inherited is not None:
+                inherited.forget_inherited()
+            for handle in list(self.handles.values()):
+                self.recorder.append({"type": "pool", "t": time.time(), **handle.describe()})
+            if self.handles:
+                self.ensure_thread()
+            if inherited is not None and self._serve_args is not None:
+                ep, allow_remote, token = self._serve_args
+                if ep.path is not None:
+                    ep = Endpoint(host="", port=0, path=f"{ep.path}.{os.getpid()}")
+                else:
+                    ep = Endpoint(host=ep.host, port=0)
+                self.serve(ep, allow_remote=allow_remote, token=token)
+        except Exception as exc:
+            errors.report("after fork", exc)
 
     def _write_discovery(self) -> None:
         if self.endpoint is None:

@@ -150,6 +150,30 @@ class StreamServer:
         half = self._capacity // 2
         return any(len(ob.queue) > half for ob in self.observers)
 
+    def forget_inherited(self) -> None:
+        """In a forked child: close the copies of the parent's listening and observer
+        sockets (so the parent's observers see it when the parent goes), without
+        touching the parent's event loop, which does not run here."""
+        socks = list(self._server.sockets) if self._server is not None else []
+        for ob in self.observers:
+            sock = ob.writer.get_extra_info("socket")
+            if sock is not None:
+                socks.append(sock)
+        # Point each inherited descriptor at /dev/null instead of closing it: the
+        # socket objects still own those numbers and will close them some day, which
+        # must not hit an unrelated file that reused the number.
+        devnull = os.open(os.devnull, os.O_RDWR)
+        try:
+            for sock in socks:
+                try:
+                    os.dup2(devnull, sock.fileno())
+                except OSError:
+                    pass
+        finally:
+            os.close(devnull)
+        self.observers = set()
+        self._server = None
+
     def broadcast(self, lines: list[bytes]) -> None:
         for ob in self.observers:
             ob.put(lines)
