@@ -139,23 +139,27 @@ class PoolHandle:
             in that loop's table of current tasks). ``up``: how many of the pool's own
             frames lie between its acquire method and the application, if it knows
             (each frame object walked through costs an allocation)."""
+            site: Any
             try:
                 if depth == 1:
                     # sites.capture(1, ...) inline: frame 2 + up is the caller of the
                     # pool's acquire; skip any other pool machinery.
-                    f: Any = getframe(2 + up)
+                    try:
+                        f: Any = getframe(2 + up)
+                    except ValueError:  # a stack this shallow has no application frame
+                        f = None
                     while True:
+                        if f is None:
+                            site = ()
+                            break
                         i = code_index.get(id(f.f_code), -1)
                         if i < 0:  # a code not interned yet: the general path
-                            site: Any = capture(1, 3 + up)
+                            site = capture(1, 3 + up)
                             break
                         if not code_internal[i]:
                             site = (i, f.f_lasti)
                             break
                         f = f.f_back
-                        if f is None:
-                            site = ()
-                            break
                 else:
                     # Frames: capture, acquired_here, the pool's acquire, then its caller.
                     site = capture(depth, 3 + up) if depth else None  # site_depth=0: none
