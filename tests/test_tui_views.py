@@ -70,6 +70,10 @@ def test_leak_group_and_traceback(session_path: Path) -> None:
     assert g.longest == pytest.approx(10.0, abs=0.1)  # taken at 40 s, now 50 s
     detail = views.leak_detail(g).plain
     assert 'billing.py", line 118, in fetch_all' in detail
+    # Stacks arrive innermost first; the traceback reads like Python's, most recent
+    # call (the acquiring line) last.
+    assert detail.index("in run_job") < detail.index("in export_invoices")
+    assert detail.index("in export_invoices") < detail.index("in fetch_all")
     assert "never released on the error path" in detail and "Task-7" in detail
     src.seek_to(src.t0 + 80)
     g = views.leak_groups(src.feeds)[0]

@@ -96,10 +96,11 @@ def sparkline(values: Sequence[float], width: int = 24) -> str:
 
 
 def site_label(stack: list[dict[str, Any]]) -> str:
-    """The innermost frame of an acquire site as ``func file:line``."""
+    """The innermost frame of an acquire site (the acquiring line; stacks on the wire
+    are innermost first) as ``func file:line``."""
     if not stack:
         return "?"
-    f = stack[-1]
+    f = stack[0]
     file = str(f.get("file", "?")).rsplit("/", 1)[-1]
     return f"{f.get('func', '?')} {file}:{f.get('line', '?')}"
 
@@ -495,7 +496,7 @@ def leak_detail(group: LeakGroup | None) -> Text:
     stack = lk.stack or group.state.site_stack(lk.site)
     if not stack:
         out.append("  (no stack captured)\n", style=DIM)
-    for f in stack:
+    for f in reversed(stack):  # the wire has innermost first; Python prints it last
         out.append(f'  File "{f.get("file", "?")}", line {f.get("line", "?")}, in ')
         out.append(f"{f.get('func', '?')}\n", style="bold")
         code = f.get("code")

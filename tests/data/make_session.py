@@ -63,6 +63,11 @@ SITES: dict[int, list[dict[str, Any]]] = {
 }
 
 
+# Written outermost first for reading; the protocol carries stacks innermost (the
+# acquiring line) first, as poolscope's runtime sends them.
+SITES = {sid: list(reversed(stack)) for sid, stack in SITES.items()}
+
+
 def main() -> None:
     rng = random.Random(20250101)
     out: list[dict[str, Any]] = []
