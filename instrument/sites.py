@@ -151,6 +151,9 @@ def line_of(code: CodeType, lasti: int) -> int:
     return code.co_firstlineno
 
 
+_LOOP_FILE = os.path.join("asyncio", "events.py")
+
+
 def format_site(raw: tuple[Any, ...]) -> list[dict[str, Any]]:
     """``[{file, line, func, code}, ...]``, innermost (the acquiring line) first."""
     frames: list[dict[str, Any]] = []
@@ -165,6 +168,10 @@ def format_site(raw: tuple[Any, ...]) -> list[dict[str, Any]]:
             internal = _code_internal[ref]
         else:
             continue
+        # An event loop running a callback is where an asyncio task's logical stack
+        # ends: the frames below it (``asyncio.run(main())`` ...) did not call the task.
+        if frames and code.co_name == "_run" and code.co_filename.endswith(_LOOP_FILE):
+            break
         # Below the acquiring frame, event-loop and pool machinery is noise.
         if frames and internal:
             continue

@@ -1,0 +1,56 @@
+"""Acquire-site stacks: the application's frames, innermost first, ending where an
+asyncio task's own logical stack ends."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import poolscope.instrument as ps
+from poolscope.instrument.runtime import Runtime
+from poolscope.pool import Pool
+
+
+class _Conn:
+    async def close(self) -> None:
+        return None
+
+
+async def _factory() -> _Conn:
+    return _Conn()
+
+
+async def _inner(pool: Pool[_Conn], hold: float) -> None:
+    conn = await pool.acquire()  # the acquiring line
+    await asyncio.sleep(hold)
+    await pool.release(conn)
+
+
+async def _outer(pool: Pool[_Conn], hold: float) -> None:
+    await _inner(pool, hold)
+
+
+async def _leak_stack(rt: Runtime, pool_name: str, timeout: float = 5.0) -> list[dict[str, Any]]:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        for lk in list(rt.model.leaks.values()) + list(rt.model.resolved_leaks):
+            if lk.pool == pool_name:
+                return lk.stack
+        await asyncio.sleep(0.05)
+    raise AssertionError("no leak reported")
+
+
+async def test_task_stack_is_innermost_first_and_stops_at_the_task(fresh_runtime: Runtime) -> None:
+    pool: Pool[_Conn] = Pool(_factory, max_size=2, name="sites")
+    ps.instrument(pool, leak_threshold=0.2, listen=False)
+    async with pool:
+        task = asyncio.ensure_future(_outer(pool, 0.6))
+        stack = await _leak_stack(fresh_runtime, "sites")
+        await task
+    funcs = [f["func"] for f in stack]
+    # The acquiring frame first, then its caller inside the task - and nothing of the
+    # event loop or of whatever started the loop (pytest, asyncio.run, <module>).
+    assert funcs == ["_inner", "_outer"]
+    assert stack[0]["file"] == __file__
+    assert stack[0]["code"] == "conn = await pool.acquire()  # the acquiring line"
