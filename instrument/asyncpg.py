@@ -50,7 +50,6 @@ from .runtime import Runtime
 
 __all__ = ["InstrumentedPool", "create_pool", "instrument_asyncpg"]
 
-_current_task = asyncio.current_task
 _clock = time.perf_counter
 
 # References to a checked-out proxy held by asyncpg itself: the holder's ``_proxy``,
@@ -247,7 +246,8 @@ class _AcquireContext:
             from asyncpg import exceptions
 
             raise exceptions.InterfaceError("a connection is already acquired")
-        self._conn = await self._pool._ps_acquire(self._timeout)
+        # up=1: this __aenter__ frame lies between _ps_acquire and the application.
+        self._conn = await self._pool._ps_acquire(self._timeout, 1)
         return self._conn
 
     async def __aexit__(self, *exc: object) -> None:
@@ -294,7 +294,7 @@ class InstrumentedPool:
     def acquire(self, *, timeout: float | None = None) -> _AcquireContext:
         return _AcquireContext(self, timeout)
 
-    async def _ps_acquire(self, timeout: float | None) -> Any:
+    async def _ps_acquire(self, timeout: float | None, up: int = 0) -> Any:
         st = self._ps_state
         start = _clock()
         st.waiting += 1
@@ -314,7 +314,10 @@ class InstrumentedPool:
             raw = con._con
             info = st.ids.by_key.get(id(raw)) or st.track(raw)
             info.held = True
-            h.acquired(info.id, _clock() - start, h.capture_site(), _current_task())
+            # One call takes the site (at the depth stated: no frame walk for the
+            # common case), the task (from the pool's loop) and the clock reading.
+            now = _clock()
+            h.acquired_here(info.id, now - start, now, self._ps_pool._loop, up)
         except Exception as exc:
             errors.report("asyncpg acquire", exc)
         return con

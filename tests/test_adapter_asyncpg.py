@@ -245,3 +245,33 @@ async def test_target_is_redacted_and_create_pool(fresh_runtime: Runtime, pg_dsn
         assert "@" not in target and "hunter2" not in target
     finally:
         await pool.close()
+
+
+async def hold_with(pool: Any, held: asyncio.Event, go: asyncio.Event) -> None:
+    async with pool.acquire():  # WITH-SITE
+        held.set()
+        await go.wait()
+
+
+@pytest.mark.parametrize("leak_threshold", [None, 30.0])
+async def test_async_with_site_is_the_application_line(
+    fresh_runtime: Runtime, pg_dsn: str, leak_threshold: float | None
+) -> None:
+    """The holders view names the ``async with pool.acquire()`` line, with leak
+    detection off (one frame taken at a stated depth) and on (a stack)."""
+    pool = await make_pool(pg_dsn, "with", leak_threshold=leak_threshold)
+    src = pathlib.Path(__file__).read_text(encoding="utf-8").splitlines()
+    line = next(i for i, t in enumerate(src, 1) if t.strip().endswith("# WITH-SITE"))
+    held, go = asyncio.Event(), asyncio.Event()
+    try:
+        task = asyncio.create_task(hold_with(pool, held, go), name="holder")
+        await held.wait()
+        m = fresh_runtime.model
+        holders = await until(lambda: m.holders("with"), what="holder")
+        stack = m.site_stack(holders[0].site)
+        assert (stack[0]["file"], stack[0]["line"]) == (__file__, line)
+        assert stack[0]["func"] == "hold_with" and holders[0].task == "holder"
+        go.set()
+        await task
+    finally:
+        pool.terminate()
