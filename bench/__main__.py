@@ -238,6 +238,19 @@ def main(argv: list[str] | None = None) -> int:
         except (OSError, ValueError):
             previous = {}
     benches = {k: v for k, v in previous.items() if k in names and k not in chosen}
+    machine_info = machine()
+
+    def write() -> None:
+        data = {
+            "machine": machine_info,
+            "date": date,
+            "command": command,
+            "quick": args.quick,
+            "benches": benches,
+        }
+        RESULTS.write_text(json.dumps(data, indent=2, default=str) + "\n")
+        REPORT.write_text(render(data))
+
     for name in chosen:
         print(f"bench: {name} ...", file=sys.stderr, flush=True)
         entry = run_one(name, args.quick)
@@ -245,15 +258,8 @@ def main(argv: list[str] | None = None) -> int:
         benches[name] = entry
         status = "ok" if entry.get("ok") else entry.get("error") or entry.get("skipped")
         print(f"bench: {name}: {status} ({entry.get('seconds', 0)} s)", file=sys.stderr)
-    data = {
-        "machine": machine(),
-        "date": date,
-        "command": command,
-        "quick": args.quick,
-        "benches": benches,
-    }
-    RESULTS.write_text(json.dumps(data, indent=2, default=str) + "\n")
-    REPORT.write_text(render(data))
+        # After each one: a long run stopped part-way keeps what it measured.
+        write()
     failed = [n for n in chosen if not benches[n].get("ok") and not benches[n].get("skipped")]
     print(
         f"bench: wrote {RESULTS.relative_to(ROOT)} and {REPORT.name}"
