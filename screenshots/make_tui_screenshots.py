@@ -22,6 +22,7 @@ SHOTS = (
     ("tui-dashboard", 31.0, []),
     ("tui-leak-traceback", 50.0, ["3"]),
     ("tui-heartbeat-outage", 61.0, ["4"]),
+    ("tui-advice", 85.0, ["7"]),
 )
 
 

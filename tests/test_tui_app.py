@@ -32,8 +32,8 @@ async def test_views_by_number_and_tab(session_path: Path) -> None:
         tabs = app.query_one(TabbedContent)
         assert tabs.active == "pools"
         for key, view in zip(
-            "234561",
-            ["holders", "leaks", "heartbeat", "connections", "events", "pools"],
+            "2345671",
+            ["holders", "leaks", "heartbeat", "connections", "events", "advice", "pools"],
             strict=True,
         ):
             await pilot.press(key)
@@ -41,7 +41,7 @@ async def test_views_by_number_and_tab(session_path: Path) -> None:
         await pilot.press("tab")
         assert tabs.active == "holders"
         await pilot.press("shift+tab", "shift+tab")
-        assert tabs.active == "events"
+        assert tabs.active == "advice"
         events = app.query_one("#events-table", KeyedTable)
         await pilot.pause()
         assert events.row_count > 100
@@ -217,3 +217,22 @@ async def test_replay_of_truncated_file_says_where_it_stopped(
         status = static_text(app, "#status")
         assert "truncated at line" in status
         assert app.query_one("#pools-table", KeyedTable).row_count == 2  # what it could read
+
+
+async def test_advice_view_sizes_each_pool(session_path: Path) -> None:
+    """The sizing advisor's panel (issue 7): per pool, a recommendation from the folded
+    state with predicted against measured p99 wait, and warnings when the model's
+    assumptions fail. ``pool:`` in the filter narrows it."""
+    app = make_app(session_path, start=85.0)
+    async with app.run_test(size=SIZE) as pilot:
+        await pilot.press("7")
+        await pilot.pause()
+        text = static_text(app, "#advice-text")
+        assert "orders: shrink — recommended size 6 (now 8)" in text
+        assert "reports: grow — recommended size 4 (now 3)" in text
+        assert "p99 wait: measured 1.96 s" in text
+        assert "Heavy-tailed hold times" in text  # a warning, not silence
+        await pilot.press("slash", *"pool:reports", "enter")
+        await pilot.pause()
+        text = static_text(app, "#advice-text")
+        assert "reports:" in text and "orders:" not in text

@@ -153,7 +153,7 @@ def test_events_per_second_uses_the_given_clock() -> None:
 def test_every_key_has_help() -> None:
     shown = {s for s, _ in help_lines(replay=True)}
     assert {k.shown for k in KEYS} == shown
-    for must in ("q", "?", "space", "/", "escape", "tab", "1", "6", "s", "+", "-", "ctrl+s"):
+    for must in ("q", "?", "space", "/", "escape", "tab", "1", "6", "7", "s", "+", "-", "ctrl+s"):
         assert must in shown
 
 

@@ -135,6 +135,8 @@ class PoolscopeApp(App[None]):
                 yield Static(classes="note", id="connections-note")
             with TabPane("6 Events", id="events"):
                 yield KeyedTable(views.EVENT_COLUMNS, id="events-table")
+            with TabPane("7 Advice", id="advice"), VerticalScroll(id="advice-box"):
+                yield Static(id="advice-text")
         yield Input(
             placeholder="filter: words, type:acquire, pool:orders (escape clears)", id="filter"
         )
@@ -210,6 +212,10 @@ class PoolscopeApp(App[None]):
                 self._refresh_connections()
             elif view == "events":
                 self._refresh_events()
+            elif view == "advice":
+                self._main.query_one("#advice-text", Static).update(
+                    views.advice_text(feeds, self.filter)
+                )
             newest = max((f.state.now for f in feeds), default=0.0)
         self._main.query_one("#header", Static).update(header)
         self._update_status()

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: The views in order; ``1``-``6`` and ``tab`` move between them.
+#: The views in order; ``1``-``7`` and ``tab`` move between them.
 VIEWS: tuple[tuple[str, str], ...] = (
     ("pools", "Pools"),
     ("holders", "Holders"),
@@ -13,6 +13,7 @@ VIEWS: tuple[tuple[str, str], ...] = (
     ("heartbeat", "Heartbeat"),
     ("connections", "Connections"),
     ("events", "Events"),
+    ("advice", "Advice"),
 )
 
 
