@@ -14,6 +14,7 @@ import logging
 import os
 import socket
 import stat
+import tempfile
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -121,12 +122,30 @@ class StreamServer:
                 raise OSError(f"{path} is in use by another process")
             finally:
                 probe.close()
-        old = os.umask(0o177)  # created 0600, no window where others could connect
+        # Bind inside a fresh private (0700) directory, make the socket 0600, then move
+        # it into place: nobody else can connect in between, and the process-wide
+        # umask - which the application's other threads rely on - is never touched.
+        private = tempfile.mkdtemp(prefix=".poolscope-", dir=d)
+        staged = os.path.join(private, "s")
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
-            server = await asyncio.start_unix_server(self._serve, path, limit=MAX_LINE_BYTES + 2)
+            sock.bind(staged)
+            os.chmod(staged, 0o600)
+            os.rename(staged, path)
+            sock.listen(100)
+            sock.setblocking(False)
+            server = await asyncio.start_unix_server(
+                self._serve, sock=sock, limit=MAX_LINE_BYTES + 2
+            )
+        except BaseException:
+            sock.close()
+            raise
         finally:
-            os.umask(old)
-        os.chmod(path, 0o600)
+            try:
+                os.unlink(staged)
+            except OSError:
+                pass
+            os.rmdir(private)
         return server
 
     async def close(self) -> None:
