@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -144,3 +145,11 @@ def test_command_errors_are_one_line(tmp_path: Path) -> None:
     )
     r = cli("attach", "nonsense")
     assert r.returncode == 2 and len(r.stderr.splitlines()) == 1
+    # Nothing listening there: one line and exit 1, as `record` does (not a TUI that
+    # waits for ever; `--wait` asks for that).
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    r = cli("attach", f":{port}")
+    assert r.returncode == 1 and len(r.stderr.strip().splitlines()) == 1
+    assert "cannot attach" in r.stderr and "connection refused" in r.stderr

@@ -23,6 +23,29 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help=":PORT, HOST:PORT or unix:PATH (default: every discovered local process)",
     )
     p.add_argument("--token", help="token, if the application requires one")
+    p.add_argument(
+        "--wait",
+        action="store_true",
+        help="open the TUI even when nothing answers yet, and keep trying",
+    )
+
+
+async def _first_answer(endpoints: list[Endpoint], token: str | None) -> str | None:
+    """None when at least one endpoint answers; else why the first one did not."""
+    import asyncio
+
+    from poolscope.client import ConnectError, open_stream
+
+    async def probe(ep: Endpoint) -> str | None:
+        try:
+            _, writer = await open_stream(ep, token=token, timeout=2.0)
+        except ConnectError as exc:
+            return str(exc)
+        writer.close()
+        return None
+
+    results = await asyncio.gather(*(probe(ep) for ep in endpoints))
+    return None if any(r is None for r in results) else results[0]
 
 
 def live_entries() -> list[dict[str, Any]]:
@@ -56,6 +79,14 @@ def run(args: argparse.Namespace) -> int:
                 f"no instrumented process found (looked in {registry_dir()}); "
                 "give an ENDPOINT such as :9400"
             )
+    if not args.wait:
+        import asyncio
+
+        # Nothing to show is a one-line error, as for `record`; once attached, the
+        # TUI reconnects to processes that go away and come back.
+        why = asyncio.run(_first_answer(endpoints, args.token))
+        if why is not None:
+            raise CommandError(f"cannot attach: {why}; --wait to wait for it")
     from poolscope.tui.app import run_tui
 
     title = "poolscope " + " ".join(str(e) for e in endpoints)
