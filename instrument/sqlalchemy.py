@@ -68,9 +68,14 @@ class _State:
         self.waits: dict[int, float] = {}  # id(record) -> wait measured in _do_get
         self.fairies: dict[int, Any] = {}  # id(dbapi conn) -> weakref to the checked-out fairy
         self.queue_pool = hasattr(pool, "checkedout") and hasattr(pool, "_pool")
+        # An AsyncEngine instrumented before its loop runs (a module-level engine):
+        # the heartbeat's interval, started on the first checkout inside the loop.
+        self.deferred_heartbeat: float | None = None
 
     # -- events ---------------------------------------------------------------------
     def on_checkout(self, dbapi_con: Any, rec: Any, fairy: Any) -> None:
+        if self.deferred_heartbeat is not None:
+            _start_async(self, self.deferred_heartbeat)
         try:
             info = self.ids.get(dbapi_con) or self.ids.add(dbapi_con)
             info.held = True
@@ -423,10 +428,11 @@ def _start_async(st: _State, interval: float) -> None:
 
     loop = _get_running_loop()
     if loop is None:
-        errors.report(
-            "sqlalchemy heartbeat", RuntimeError("AsyncEngine heartbeat needs a running loop")
-        )
+        # No loop yet (the engine was made at import time): start on the first
+        # checkout, which runs inside the application's loop.
+        st.deferred_heartbeat = interval
         return
+    st.deferred_heartbeat = None
 
     async def tick() -> bool:
         return bool(await greenlet_spawn(st.probe))

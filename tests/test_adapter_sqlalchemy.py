@@ -225,3 +225,31 @@ async def test_async_engine(fresh_runtime: Runtime, pg_dsn: str) -> None:
         assert ok, "async heartbeat on the application's loop"
     finally:
         await eng.dispose()
+
+
+def test_async_engine_instrumented_before_its_loop_runs(
+    fresh_runtime: Runtime, pg_dsn: str
+) -> None:
+    """A module-level AsyncEngine is instrumented before any event loop runs: its
+    heartbeat starts with the first checkout inside the application's loop."""
+    import asyncio
+
+    events = capture(fresh_runtime)
+    eng = create_async_engine(url(pg_dsn, "asyncpg"), pool_size=2, max_overflow=0)
+    ps.instrument(eng, name="sa-early", listen=False, heartbeat=0.2)  # no loop running
+
+    async def main() -> list[dict[str, object]]:
+        try:
+            async with eng.connect() as c:
+                assert (await c.execute(sa.text("SELECT 1"))).scalar_one() == 1
+            for _ in range(60):
+                ok = [e for e in of(events, "heartbeat", "sa-early") if e.get("ok")]
+                if ok:
+                    return ok
+                await asyncio.sleep(0.05)
+            return []
+        finally:
+            await eng.dispose()
+
+    assert asyncio.run(main()), "no heartbeat from an engine instrumented before its loop"
+    assert fresh_runtime.model.pools["sa-early"].heartbeats_ok >= 1
