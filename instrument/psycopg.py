@@ -49,6 +49,9 @@ class _State:
         self.handle = handle
         self.ids = ConnIds()
         self.refs: dict[int, Any] = {}  # id(conn) -> weakref watching a checked-out conn
+        # An async pool instrumented before its loop runs (made at import time):
+        # the heartbeat, started by the first getconn inside the loop.
+        self.start_heartbeat: Any = None
 
     def info(self, conn: Any) -> ConnInfo:
         return self.ids.get(conn) or self.ids.add(conn)
@@ -220,6 +223,12 @@ def _hook_async(pool: Any, st: _State) -> None:
     from psycopg_pool import PoolTimeout
 
     async def _getconn(timeout: float | None = None) -> Any:
+        if st.start_heartbeat is not None:
+            starter, st.start_heartbeat = st.start_heartbeat, None
+            try:
+                starter()
+            except Exception as exc:
+                errors.report("psycopg heartbeat", exc)
         start = _clock()
         try:
             conn = await getconn(timeout)
@@ -314,7 +323,6 @@ def instrument_psycopg(
         _hook_sync(pool, st)
     if heartbeat:
         if is_async:
-            loop = asyncio.get_running_loop()
 
             async def tick() -> bool:
                 if getattr(pool, "_closed", False):
@@ -323,7 +331,15 @@ def instrument_psycopg(
                     await pool.check()
                 return True
 
-            start_async_heartbeat(loop, heartbeat, tick)
+            def start() -> None:
+                start_async_heartbeat(asyncio.get_running_loop(), heartbeat, tick)
+
+            try:
+                asyncio.get_running_loop()
+            except RuntimeError:  # no loop yet: start inside it, on the first getconn
+                st.start_heartbeat = start
+            else:
+                start()
         else:
 
             def sync_tick() -> bool:

@@ -157,3 +157,26 @@ async def test_async_pool(fresh_runtime: Runtime, pg_dsn: str) -> None:
         assert [e for e in of(events, "heartbeat") if e.get("ok")]
     finally:
         await pool.close()
+
+
+def test_async_pool_instrumented_before_its_loop_runs(fresh_runtime: Runtime, pg_dsn: str) -> None:
+    """An AsyncConnectionPool made and instrumented at import time (no loop yet) must
+    not raise, and its heartbeat starts with the first getconn inside the loop."""
+    events = capture(fresh_runtime)
+    pool = AsyncConnectionPool(pg_dsn, min_size=1, max_size=2, open=False)
+    assert ps.instrument(pool, name="apg-early", listen=False, heartbeat=0.2) is pool
+
+    async def main() -> bool:
+        await pool.open(wait=True)
+        try:
+            async with pool.connection() as c:
+                await c.execute("SELECT 1")
+            for _ in range(60):
+                if [e for e in of(events, "heartbeat", "apg-early") if e.get("ok")]:
+                    return True
+                await asyncio.sleep(0.05)
+            return False
+        finally:
+            await pool.close()
+
+    assert asyncio.run(main()), "no heartbeat from a pool instrumented before its loop"
