@@ -93,12 +93,23 @@ class PoolHandle:
         #: Called by the runtime with the holder's task or thread when a leak is
         #: reported, to read its current stack; adapters may leave it alone.
         self.extra: dict[str, Any] = {}
+        self._bind()
+
+    def rename(self, name: str) -> None:
+        """Give the pool another name (the runtime makes names unique); the hot-path
+        closures carry the name, so they are made again."""
+        self.name = name
+        self._bind()
+
+    def _bind(self) -> None:
+        """Make ``acquired``/``released``/``acquired_here`` for the current name."""
+        recorder = self.recorder
         buf = recorder.buffer
         cap = recorder.capacity
         append = buf.append
         clock = time.perf_counter
         rec = recorder
-        pool_name = name
+        pool_name = self.name
 
         # Closures keep the hot path free of attribute lookups.
         # The try costs nothing until something raises (zero-cost since 3.11), and

@@ -237,25 +237,14 @@ class Runtime:
     def register(self, handle: PoolHandle) -> PoolHandle:
         """Add a pool; its name is made unique in this process."""
         with self._lock:
-            base = handle.name
+            base = name = handle.name
             n = 2
-            while handle.name in self.handles:
-                handle.name = f"{base}-{n}"
+            while name in self.handles:
+                name = f"{base}-{n}"
                 n += 1
-            self.handles[handle.name] = handle
-        if handle.name != base:
-            # The hot-path closures captured the old name: rebuild them.
-            handle.__init__(  # type: ignore[misc]
-                handle.recorder,
-                handle.name,
-                handle.kind,
-                leak_threshold=handle.leak_threshold,
-                heartbeat=handle.heartbeat,
-                target=handle.target,
-                config=handle.config,
-                gauges=handle.gauges,
-                site_depth=handle.site_depth,
-            )
+            if name != base:
+                handle.rename(name)
+            self.handles[name] = handle
         # The target is shown to every observer (and re-sent in each greeting).
         handle.target = errors.redact(str(handle.target or ""))
         self.recorder.append({"type": "pool", "t": time.time(), **handle.describe()})

@@ -54,3 +54,26 @@ async def test_task_stack_is_innermost_first_and_stops_at_the_task(fresh_runtime
     assert funcs == ["_inner", "_outer"]
     assert stack[0]["file"] == __file__
     assert stack[0]["code"] == "conn = await pool.acquire()  # the acquiring line"
+
+
+async def test_same_name_twice_gets_a_unique_name_that_events_carry(
+    fresh_runtime: Runtime,
+) -> None:
+    """Two pools named alike: the second is renamed, and its own acquires are counted
+    under the new name (the hot path carries the name it was renamed to)."""
+    a: Pool[_Conn] = Pool(_factory, max_size=2, name="dup")
+    b: Pool[_Conn] = Pool(_factory, max_size=2, name="dup")
+    ps.instrument(a, listen=False)
+    ps.instrument(b, listen=False)
+    assert (a.name, b.name) == ("dup", "dup-2")
+    async with a, b:
+        for _ in range(3):
+            async with b.acquire():
+                pass
+        async with a.acquire():
+            pass
+        deadline = time.monotonic() + 5
+        pools = fresh_runtime.model.pools
+        while time.monotonic() < deadline and ("dup-2" not in pools or pools["dup-2"].releases < 3):
+            await asyncio.sleep(0.05)
+    assert pools["dup-2"].acquires == 3 and pools["dup"].acquires == 1
