@@ -28,12 +28,15 @@ def probe_timeout(interval: float) -> float:
 class ConnInfo:
     """What an adapter remembers about one physical connection."""
 
-    __slots__ = ("created", "held", "hint", "id")
+    __slots__ = ("created", "held", "hint", "id", "idle_since")
 
     def __init__(self, cid: str) -> None:
         self.id = cid
         self.created = time.monotonic()
         self.held = False
+        #: perf_counter when it last became idle (opened or released): tells an
+        #: inactivity close from any other.
+        self.idle_since = time.perf_counter()
         #: A close reason the adapter already knows (e.g. "lost" after a failed probe).
         self.hint: str | None = None
 

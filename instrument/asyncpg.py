@@ -105,8 +105,15 @@ class _State:
             elif pool.is_closing():
                 reason = "closed"
             elif raw is not None and getattr(raw, "_aborted", False):
-                # Terminated by asyncpg itself: the inactivity timer, or a failed reset.
-                reason = "invalid" if info.held else "idle_timeout"
+                # Terminated by asyncpg itself: its inactivity timer if the connection sat
+                # idle that long; otherwise it gave up on it (a failed reset or query,
+                # e.g. around a server restart).
+                lifetime = getattr(pool, "_max_inactive_connection_lifetime", 0) or 0
+                idle_for = _clock() - info.idle_since
+                if not info.held and lifetime and idle_for >= lifetime * 0.9:
+                    reason = "idle_timeout"
+                else:
+                    reason = "invalid"
             elif generation != getattr(pool, "_generation", generation):
                 reason = "expired"
             elif raw is not None and _queries(raw) >= getattr(pool, "_max_queries", 1 << 62):
@@ -346,7 +353,8 @@ class InstrumentedPool:
             info = st.ids.by_key.get(id(raw)) if raw is not None else None
             if info is not None and info.held:
                 info.held = False
-                st.handle.released(info.id)
+                info.idle_since = now = _clock()
+                st.handle.released(info.id, None, now)
         except Exception as exc:
             errors.report("asyncpg release", exc)
         return await self._ps_pool.release(connection, timeout=timeout)  # type: ignore[no-any-return]

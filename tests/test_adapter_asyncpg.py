@@ -275,3 +275,25 @@ async def test_async_with_site_is_the_application_line(
         await task
     finally:
         pool.terminate()
+
+
+async def test_close_reasons_idle_timeout_versus_lost(fresh_runtime: Runtime, pg_dsn: str) -> None:
+    """asyncpg's inactivity timer closes as ``idle_timeout``; a backend killed by the
+    server is ``lost`` - never ``idle_timeout`` (it had not been idle that long)."""
+    events = capture(fresh_runtime)
+    raw = await asyncpg.create_pool(
+        pg_dsn, min_size=0, max_size=1, max_inactive_connection_lifetime=0.3
+    )
+    pool = ps.instrument(raw, name="idle", listen=False)
+    try:
+        assert await pool.fetchval("SELECT 1") == 1
+        closes = await until(lambda: of(events, "close", "idle"), what="inactivity close")
+        assert closes[0]["reason"] == "idle_timeout"
+        assert await pool.fetchval("SELECT 1") == 1  # reconnects
+        await asyncio.to_thread(terminate_backends, pg_dsn)
+        lost = await until(
+            lambda: [e for e in of(events, "close", "idle")[1:]], what="close after terminate"
+        )
+        assert lost[0]["reason"] == "lost"
+    finally:
+        pool.terminate()
