@@ -10,8 +10,11 @@ $(BIN)/python:
 	$(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
 
-$(STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+# The in-app side (instrument/, its own distribution) first, editable; then the observer,
+# told to take that one rather than a copy (see setup.py).
+$(STAMP): $(BIN)/python pyproject.toml setup.py instrument/pyproject.toml
+	$(BIN)/python -m pip install -q -e ./instrument
+	POOLSCOPE_INSTRUMENT_REQ=poolscope-instrument $(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -24,7 +27,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check instrument poolscope tests bench
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict -p poolscope
+	$(BIN)/mypy --strict
 
 test: lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from poolscope import __version__
+from poolscope.version import __version__
 
 #: name -> one-line help. Order is the order of ``poolscope --help``.
 COMMANDS: dict[str, str] = {

@@ -18,10 +18,10 @@ import weakref
 from collections.abc import Callable
 from typing import Any
 
-import poolscope
 from poolscope.endpoint import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_endpoint
 from poolscope.events import PROTOCOL_VERSION, Event, encode, encode_acquire, encode_release
 from poolscope.model import PoolState
+from poolscope.version import __version__
 
 from . import discovery, errors, sites
 from .recorder import PoolHandle, Recorder
@@ -291,7 +291,7 @@ class Runtime:
             "pid": os.getpid(),
             "process": self._process,
             "argv": sys.argv[:8],
-            "version": poolscope.__version__,
+            "version": __version__,
             "python": sys.version.split()[0],
         }
 
