@@ -193,12 +193,57 @@ def _scrub(value: Any) -> Any:
     return value
 
 
+#: Sane wall-clock times: from the epoch up to the year 2286. A ``t`` outside is
+#: a crafted or corrupted line, and would make span-sized structures absurd.
+T_MIN = 0.0
+T_MAX = 1e10
+#: Fields that are durations (seconds): finite, non-negative, at most ~31 years.
+DURATION_FIELDS = frozenset({"wait", "hold", "held", "latency", "duration", "age"})
+MAX_DURATION = 1e9
+#: Integers beyond 64 bits are absurd anywhere in an event (and overflow float()).
+MAX_INT = 1 << 63
+#: Nesting deeper than this is refused before the walk below recurses into it.
+MAX_DEPTH = 64
+
+
+def _reject_constant(name: str) -> Any:
+    # json accepts NaN, Infinity and -Infinity; none is a time, count or duration.
+    raise DecodeError(f"non-finite number {name}")
+
+
+def _absurd(value: Any, depth: int = 0) -> str:
+    """Why a decoded value holds a number no event may carry ("" when none)."""
+    if isinstance(value, float):
+        return "" if -_INF < value < _INF else "non-finite number"
+    if isinstance(value, int):
+        return "" if -MAX_INT < value < MAX_INT else "integer out of range"
+    if isinstance(value, dict):
+        if depth > MAX_DEPTH:
+            return "nested too deeply"
+        for v in value.values():
+            why = _absurd(v, depth + 1) if isinstance(v, (float, int, dict, list)) else ""
+            if why:
+                return why
+    elif isinstance(value, list):
+        if depth > MAX_DEPTH:
+            return "nested too deeply"
+        for v in value:
+            why = _absurd(v, depth + 1) if isinstance(v, (float, int, dict, list)) else ""
+            if why:
+                return why
+    return ""
+
+
 def decode(line: bytes | str) -> Event:
     """Parse one NDJSON line into an event, or raise :class:`DecodeError`.
 
     Checks the shape (an object with a string ``type`` and a numeric ``t``) but
     not the fields of the type: unknown types are the caller's to skip, so that
-    an older observer keeps working against a newer application.
+    an older observer keeps working against a newer application. Numbers no
+    event may carry are refused here, once, for every reader: NaN and infinities
+    (also ``1e999``), integers beyond 64 bits, a ``t`` outside
+    [:data:`T_MIN`, :data:`T_MAX`], and durations (:data:`DURATION_FIELDS`)
+    that are negative or above :data:`MAX_DURATION`.
     """
     if isinstance(line, bytes):
         if len(line) > MAX_LINE_BYTES:
@@ -208,7 +253,9 @@ def decode(line: bytes | str) -> Event:
         except UnicodeDecodeError as exc:
             raise DecodeError(f"not UTF-8: {exc.reason}") from None
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_constant=_reject_constant)
+    except DecodeError:
+        raise
     except (ValueError, RecursionError) as exc:
         raise DecodeError(f"not JSON: {str(exc)[:80]}") from None
     if not isinstance(obj, dict):
@@ -219,6 +266,15 @@ def decode(line: bytes | str) -> Event:
     t = obj.get("t")
     if not isinstance(t, (int, float)) or isinstance(t, bool):
         raise DecodeError(f"{etype}: missing numeric field 't'")
+    why = _absurd(obj)
+    if why:
+        raise DecodeError(f"{etype[:40]}: {why}")
+    if not T_MIN <= t <= T_MAX:
+        raise DecodeError(f"{etype[:40]}: t={t:g} outside [{T_MIN:g}, {T_MAX:g}]")
+    for key in DURATION_FIELDS.intersection(obj):
+        d = obj[key]
+        if isinstance(d, (int, float)) and not isinstance(d, bool) and not 0.0 <= d <= MAX_DURATION:
+            raise DecodeError(f"{etype[:40]}: {key}={d:g} is not a duration")
     return obj
 
 

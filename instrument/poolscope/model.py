@@ -19,6 +19,7 @@ from typing import Any
 
 from poolscope.events import Event
 from poolscope.histogram import Histogram
+from poolscope.window import RecentWindow, WindowStats
 
 #: How much utilisation history each pool keeps.
 SERIES_SECONDS = 15 * 60.0
@@ -33,6 +34,7 @@ MAX_POOLS = 1_000
 MAX_SITES = 10_000
 MAX_HOLDERS = 100_000
 MAX_OPEN_LEAKS = 10_000
+MAX_CLOSE_REASONS = 64
 
 
 @dataclass
@@ -116,7 +118,8 @@ class PoolMetrics:
     min: int = 0
     # Counters.
     acquires: int = 0
-    releases: int = 0
+    releases: int = 0  # including releases_lost: acquires = releases + holders
+    releases_lost: int = 0  # holds ended by the connection dying while checked out
     timeouts: int = 0
     acquire_errors: int = 0
     connects: int = 0
@@ -146,6 +149,15 @@ class PoolMetrics:
     holders: dict[str, Holder] = field(default_factory=dict)
     series: deque[Sample] = field(default_factory=deque)
     last_t: float = 0.0
+    #: Recent slots (observers only: ``PoolState(windowed=True)``); never in a sync.
+    recent: RecentWindow | None = None
+
+    def window_stats(self, seconds: float, now: float | None = None) -> WindowStats:
+        """Counts and wait/hold histograms of the last ``seconds`` of data time
+        (empty when this state keeps no windows)."""
+        if self.recent is None:
+            return WindowStats(seconds=seconds, covered=0.0)
+        return self.recent.stats(seconds, now)
 
     @property
     def utilization(self) -> float:
@@ -204,6 +216,7 @@ class PoolMetrics:
             "counters": {
                 "acquires": self.acquires,
                 "releases": self.releases,
+                "releases_lost": self.releases_lost,
                 "timeouts": self.timeouts,
                 "acquire_errors": self.acquire_errors,
                 "connects": self.connects,
@@ -251,11 +264,11 @@ class PoolMetrics:
                         setattr(p, k, v)
         closes = d.get("closes")
         if isinstance(closes, dict):
-            p.closes = {
-                str(k): v
-                for k, v in closes.items()
-                if isinstance(v, int) and not isinstance(v, bool)
-            }
+            for k, v in closes.items():
+                if isinstance(v, int) and not isinstance(v, bool):
+                    if len(p.closes) >= MAX_CLOSE_REASONS:
+                        break
+                    p.closes[str(k)] = v
         hists = d.get("histograms")
         if isinstance(hists, dict):
             p.wait = Histogram.from_dict(hists.get("wait"))
@@ -320,6 +333,7 @@ _INT_FIELDS = frozenset(
         "min",
         "acquires",
         "releases",
+        "releases_lost",
         "timeouts",
         "acquire_errors",
         "connects",
@@ -337,7 +351,10 @@ _INT_FIELDS = frozenset(
 class PoolState:
     """The folded state of one application process: its pools, leaks and counters."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, windowed: bool = False) -> None:
+        #: Keep per-second recent windows per pool (the TUI's and the advisor's
+        #: choice; the application and the exporter need only totals).
+        self.windowed = windowed
         self.process: dict[str, Any] = {}
         self.pools: dict[str, PoolMetrics] = {}
         self.sites: dict[int, list[dict[str, Any]]] = {}
@@ -357,6 +374,8 @@ class PoolState:
             if len(self.pools) >= MAX_POOLS:
                 raise ValueError(f"more than {MAX_POOLS} pools")
             p = self.pools[name] = PoolMetrics(name=name)
+            if self.windowed:
+                p.recent = RecentWindow()
         return p
 
     def open_leaks(self, pool: str | None = None) -> list[Leak]:
@@ -414,8 +433,14 @@ class PoolState:
                 cutoff = new.series[0].t if new.series else float("inf")
                 kept = [s for s in old.series if s.t < cutoff]
                 new.series.extendleft(reversed(kept))
+            if self.windowed:
+                # Recent windows are the observer's own: they go on across a
+                # reconnect (a sync carries totals, not slots).
+                new.recent = old.recent if old is not None and old.recent else RecentWindow()
         process = self.process
+        windowed = self.windowed
         self.__dict__.update(fresh.__dict__)
+        self.windowed = windowed
         self.process = process or fresh.process
         self.now = max(self.now, t)
 
@@ -437,6 +462,13 @@ class PoolState:
         p.waiting = _int(ev, "waiting", p.waiting)
         p.max = _int(ev, "max", p.max)
         p.min = _int(ev, "min", p.min)
+        if p.recent is not None:
+            slot = p.recent.slot(t)
+            slot.samples += 1
+            if p.waiting > 0 or (p.max > 0 and p.in_use >= p.max):
+                slot.saturated += 1
+            slot.waiting_max = max(slot.waiting_max, p.waiting)
+            slot.in_use_max = max(slot.in_use_max, p.in_use)
         sample = Sample(t, p.in_use, p.idle, p.waiting, p.max, p.acquires, p.timeouts)
         series = p.series
         if series and t - series[-1].t < SERIES_MIN_STEP:
@@ -460,7 +492,9 @@ class PoolState:
 
     def _on_release(self, ev: Event, t: float) -> None:
         conn = str(ev["conn"])
-        self.fold_release(str(ev.get("pool", "?")), conn, t, _num(ev, "hold"))
+        self.fold_release(
+            str(ev.get("pool", "?")), conn, t, _num(ev, "hold"), lost=ev.get("lost") is True
+        )
 
     # The two most frequent events, with checked arguments. The application's
     # runtime calls these directly for its own acquires and releases (values it
@@ -472,18 +506,35 @@ class PoolState:
         if t > p.last_t:
             p.last_t = t
         p.acquires += 1
-        p.wait.add_trusted(wait if wait > 0.0 else 0.0)
+        w = wait if wait > 0.0 else 0.0
+        p.wait.add_trusted(w)
+        if p.recent is not None:
+            slot = p.recent.slot(t)
+            slot.acquires += 1
+            slot.wait.add_trusted(w)
         holders = p.holders
         if len(holders) >= MAX_HOLDERS and conn not in holders:
             return
         holders[conn] = Holder(conn, t, site, task)
 
-    def fold_release(self, pool: str, conn: str, t: float, hold: float) -> None:
+    def fold_release(
+        self, pool: str, conn: str, t: float, hold: float, *, lost: bool = False
+    ) -> None:
+        """A hold ended: returned, or (``lost``) its connection died while checked
+        out. Either way it is a release with its hold time, so acquires = releases
+        + connections checked out."""
         p = self.pools.get(pool) or self.pool(pool)
         if t > p.last_t:
             p.last_t = t
         p.releases += 1
-        p.hold.add_trusted(hold if hold > 0.0 else 0.0)
+        if lost:
+            p.releases_lost += 1
+        h = hold if hold > 0.0 else 0.0
+        p.hold.add_trusted(h)
+        if p.recent is not None:
+            slot = p.recent.slot(t)
+            slot.releases += 1
+            slot.hold.add_trusted(h)
         p.holders.pop(conn, None)
 
     def advance(self, t: float) -> None:
@@ -505,11 +556,15 @@ class PoolState:
     def _on_timeout(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)
         p.timeouts += 1
+        if p.recent is not None:
+            p.recent.slot(t).timeouts += 1
         p.last_error = str(ev.get("error", ""))
 
     def _on_acquire_error(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)
         p.acquire_errors += 1
+        if p.recent is not None:
+            p.recent.slot(t).acquire_errors += 1
         p.last_error = str(ev.get("error", ""))
 
     def _on_connect(self, ev: Event, t: float) -> None:
@@ -520,12 +575,19 @@ class PoolState:
     def _on_connect_error(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)
         p.connect_errors += 1
+        if p.recent is not None:
+            p.recent.slot(t).connect_errors += 1
         p.last_error = str(ev.get("error", ""))
 
     def _on_close(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)
         reason = str(ev.get("reason", "closed"))
+        if reason not in p.closes and len(p.closes) >= MAX_CLOSE_REASONS:
+            reason = "other"  # a peer inventing reasons must not grow the dict (or /metrics)
         p.closes[reason] = p.closes.get(reason, 0) + 1
+        if p.recent is not None:
+            closes = p.recent.slot(t).closes
+            closes[reason] = closes.get(reason, 0) + 1
         conn = str(ev.get("conn", ""))
         p.holders.pop(conn, None)
         leak = self.leaks.pop((p.name, conn), None)
@@ -547,6 +609,8 @@ class PoolState:
             p.heartbeat_latency.append((t, _num(ev, "latency")))
         else:
             p.heartbeats_failed += 1
+            if p.recent is not None:
+                p.recent.slot(t).heartbeats_failed += 1
             err = str(ev.get("error") or "failed")
             p.heartbeat_failures.append((t, err, str(ev.get("conn", ""))))
             p.last_error = err
