@@ -15,7 +15,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from poolscope.cli import main
 from poolscope.metrics import POOL_LABEL
-from tests.fixtures.export_app import ORDERS, App, ExporterProc, free_port
+from tests.fixtures.export_app import FAILURES, ORDERS, App, ExporterProc, free_port
 from tests.fixtures.prometheus import assert_promtool_ok
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
@@ -114,6 +114,41 @@ def test_metrics_match_the_known_workload(
             "process": "app.py",
             "pid": str(app.pid),
         }
+    ]
+
+
+def test_failures_are_exported_apart(
+    export_app: Callable[..., App], export_cli: Callable[..., ExporterProc]
+) -> None:
+    """Timeouts, acquire errors, connect errors and closes by reason in their own
+    series, the same mapping as the in-app collector (test_export_inapp)."""
+    app = export_app()
+    exp = export_cli([app.endpoint])
+    proc = {"process": "app.py", "pid": str(app.pid)}
+    churn = {**proc, POOL_LABEL: "churn"}
+    down = {**proc, POOL_LABEL: "down"}
+    orders = {**proc, POOL_LABEL: "orders"}
+    s, _ = wait_metrics(
+        exp,
+        lambda s: (
+            orders_ready(s, app.pid)
+            and value(s, "poolscope_connection_closes_total", **churn, reason="idle_timeout")
+            == FAILURES["churn_idle_closes"]
+        ),
+    )
+    assert value(s, "db_client_connection_timeouts_total", **orders) == ORDERS["timeouts"]
+    assert value(s, "poolscope_acquire_errors_total", **orders) == 0
+    assert value(s, "db_client_connection_timeouts_total", **down) == 0
+    refused = value(s, "poolscope_acquire_errors_total", **down)
+    connect_failed = FAILURES["down_connect_errors"]
+    assert refused in (
+        FAILURES["down_refused_acquires"],
+        FAILURES["down_refused_acquires"] + connect_failed,
+    )
+    assert value(s, "poolscope_connect_errors_total", **down) == connect_failed
+    assert value(s, "poolscope_connect_errors_total", **orders) == 0
+    assert not [
+        k for k in s if k[0] == "poolscope_connection_closes_total" and (POOL_LABEL, "down") in k[1]
     ]
 
 

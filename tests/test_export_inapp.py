@@ -98,6 +98,54 @@ async def test_registry_values_match_a_known_workload(fresh_runtime: Runtime) ->
     assert _v(s, "db_client_connection_wait_time_seconds_bucket", "inapp", le="1") == acquires
 
 
+async def _refused() -> _Conn:
+    raise ConnectionRefusedError("refused")
+
+
+async def test_failures_are_counted_apart(fresh_runtime: Runtime) -> None:
+    """Timeouts, acquire errors, connect errors and closes by reason: each its own
+    series, from real failures of real pools (a refusing backend behind a breaker,
+    an exhausted pool, an idle timeout)."""
+    fresh_runtime.state_interval = 0.05
+    down: Pool[_Conn] = Pool(
+        _refused, max_size=2, acquire_timeout=0.2, breaker_threshold=2, breaker_reset=60.0
+    )
+    ps.instrument(down, name="down", leak_threshold=None, listen=False)
+    busy: Pool[_Conn] = Pool(_factory, max_size=1, acquire_timeout=0.02, idle_timeout=0.05)
+    ps.instrument(busy, name="busy", leak_threshold=None, listen=False)
+    registry = CollectorRegistry()
+    ps_prom.register(registry)
+    seen: dict[str, int] = {}
+    async with down, busy:
+        for _ in range(5):  # 2 refused connects open the breaker; 3 refused by it
+            try:
+                async with down.acquire():
+                    pass
+            except Exception as exc:
+                seen[type(exc).__name__] = seen.get(type(exc).__name__, 0) + 1
+        held = await busy.acquire()
+        for _ in range(3):
+            with pytest.raises(PoolTimeout):
+                await busy.acquire()
+        await busy.release(held)
+        model = fresh_runtime.model
+        await _until(lambda: model.pools["busy"].closes.get("idle_timeout", 0) >= 1)
+        s = _scrape(registry)
+    assert seen == {"ConnectionRefusedError": 2, "CircuitOpenError": 3}
+    assert _v(s, "db_client_connection_timeouts_total", "busy") == 3
+    assert _v(s, "db_client_connection_timeouts_total", "down") == 0
+    # Every acquire the breaker refused is an acquire error (and the two refused
+    # connects too, where the pool reports those acquires as failed).
+    assert _v(s, "poolscope_acquire_errors_total", "down") in (3, 5)
+    assert _v(s, "poolscope_acquire_errors_total", "busy") == 0
+    assert _v(s, "poolscope_connect_errors_total", "down") == 2
+    assert _v(s, "poolscope_connect_errors_total", "busy") == 0
+    assert _v(s, "poolscope_connection_closes_total", "busy", reason="idle_timeout") >= 1
+    assert not [
+        k for k in s if k[0] == "poolscope_connection_closes_total" and (POOL_LABEL, "down") in k[1]
+    ]
+
+
 async def test_internal_errors_come_from_the_error_counter(fresh_runtime: Runtime) -> None:
     registry = CollectorRegistry()
     ps_prom.register(registry)

@@ -25,6 +25,9 @@ CONTRACT = {
     "db_client_connection_create_time_seconds": "histogram",
     "db_client_connection_wait_time_seconds": "histogram",
     "db_client_connection_use_time_seconds": "histogram",
+    "poolscope_acquire_errors_total": "counter",
+    "poolscope_connect_errors_total": "counter",
+    "poolscope_connection_closes_total": "counter",
     "poolscope_leaks_open": "gauge",
     "poolscope_leaks_total": "counter",
     "poolscope_heartbeat_failures_total": "counter",
@@ -40,7 +43,8 @@ def _ev(type_: str, t: float, **fields: Any) -> dict[str, Any]:
 
 
 def known_state() -> PoolState:
-    """Pool "a": 4 acquires (waits known), 3 releases, 2 timeouts, 1 leak, backend down."""
+    """Pool "a": 4 acquires (waits known), 3 releases, 2 timeouts, 3 acquire errors,
+    1 connect error, closes by reason (2 lost, 1 idle_timeout), 1 leak, backend down."""
     waits = [0.00005, 0.0001, 0.002, 70.0]
     evs = [
         _ev("hello", 1.0, protocol=1, pid=42, process="app", version="0"),
@@ -56,6 +60,11 @@ def known_state() -> PoolState:
     evs += [
         _ev("timeout", 4.0, pool="a", wait=0.5, error="no connection"),
         _ev("timeout", 4.1, pool="a", wait=0.5, error="no connection"),
+        *(_ev("acquire_error", 4.15, pool="a", error="refused") for _ in range(3)),
+        _ev("connect_error", 4.16, pool="a", error="refused"),
+        _ev("close", 4.17, pool="a", conn="8", reason="lost", age=1.0),
+        _ev("close", 4.17, pool="a", conn="9", reason="lost", age=1.0),
+        _ev("close", 4.18, pool="a", conn="7", reason="idle_timeout", age=9.0),
         _ev("heartbeat", 4.2, pool="a", conn="1", ok=False, latency=None, error="boom"),
         _ev("heartbeat", 4.3, pool="a", conn="1", ok=True, latency=0.001, error=None),
         _ev("leak", 5.0, pool="a", conn="3", held=31.0, stack=[], task="t"),
@@ -121,7 +130,16 @@ def test_values_match_the_known_stream() -> None:
     assert v("db_client_connection_idle_max", b) == 1  # max_idle from the config
     assert v("db_client_connection_idle_min", a) == 1
     assert v("db_client_connection_pending_requests", a) == 2
+    # Each failure kind in its own series: timeouts stay timeouts only.
     assert v("db_client_connection_timeouts_total", a) == 2
+    assert v("poolscope_acquire_errors_total", a) == 3
+    assert v("poolscope_connect_errors_total", a) == 1
+    assert v("poolscope_connection_closes_total", a, reason="lost") == 2
+    assert v("poolscope_connection_closes_total", a, reason="idle_timeout") == 1
+    assert v("poolscope_acquire_errors_total", b) == 0
+    assert not any(
+        n == "poolscope_connection_closes_total" and (POOL_LABEL, "b") in lb for n, lb in s
+    )
     assert v("db_client_connection_wait_time_seconds_count", a) == 4
     assert math.isclose(v("db_client_connection_wait_time_seconds_sum", a), 70.00215)
     assert v("db_client_connection_use_time_seconds_count", a) == 3

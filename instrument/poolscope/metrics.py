@@ -107,7 +107,8 @@ SPEC: dict[str, tuple[Kind, str, str]] = {
     "db_client_connection_timeouts": (
         "counter",
         "",
-        "Acquire requests that timed out waiting for a connection.",
+        "Acquire requests that timed out waiting for a connection (timeouts only: "
+        "other acquire failures are poolscope_acquire_errors_total).",
     ),
     "db_client_connection_create_time_seconds": (
         "histogram",
@@ -123,6 +124,23 @@ SPEC: dict[str, tuple[Kind, str, str]] = {
         "histogram",
         "seconds",
         "Time between an acquire and the release of that connection.",
+    ),
+    "poolscope_acquire_errors": (
+        "counter",
+        "",
+        "Acquire requests that failed with an error other than a timeout (e.g. the "
+        "pool could not open a connection).",
+    ),
+    "poolscope_connect_errors": (
+        "counter",
+        "",
+        "Attempts to open a new connection that failed.",
+    ),
+    "poolscope_connection_closes": (
+        "counter",
+        "",
+        "Connections closed, by reason (idle_timeout, lifetime, invalid, lost, "
+        "probe_timeout, closed, ...).",
     ),
     "poolscope_leaks_open": (
         "gauge",
@@ -213,6 +231,10 @@ def families(sources: Iterable[Source]) -> list[Family]:
             add("db_client_connection_idle_min", lb, p.min)
             add("db_client_connection_pending_requests", lb, p.waiting)
             add("db_client_connection_timeouts", lb, p.timeouts)
+            add("poolscope_acquire_errors", lb, p.acquire_errors)
+            add("poolscope_connect_errors", lb, p.connect_errors)
+            for reason, n in sorted(p.closes.items()):
+                add("poolscope_connection_closes", {**lb, "reason": reason}, n)
             fams["db_client_connection_create_time_seconds"].hists.append(_hist(p.create, lb))
             fams["db_client_connection_wait_time_seconds"].hists.append(_hist(p.wait, lb))
             fams["db_client_connection_use_time_seconds"].hists.append(_hist(p.hold, lb))
