@@ -14,40 +14,48 @@ from typing import Any
 
 from poolscope.endpoint import Endpoint
 
+# The adapters register themselves in ``adapter.registry`` at import (standard library
+# only: each imports its pool library lazily, when it attaches).
+from . import asyncpg as _asyncpg
+from . import psycopg as _psycopg
+from . import reference as _reference
+from . import sqlalchemy as _sqlalchemy
+from .adapter import (
+    Adapter,
+    Options,
+    check_private_attributes,
+    check_version,
+    registry,
+)
 from .runtime import Runtime, get_runtime
+from .tags import tag
 
-__all__ = ["Runtime", "get_runtime", "instrument", "serve", "shutdown"]
+__all__ = [
+    "Adapter",
+    "Runtime",
+    "get_runtime",
+    "instrument",
+    "registry",
+    "serve",
+    "shutdown",
+    "tag",
+    "uninstrument",
+]
 
 log = logging.getLogger("poolscope")
 
-SUPPORTED = (
-    "poolscope.pool.Pool, asyncpg.Pool, SQLAlchemy Engine/AsyncEngine/Pool, "
-    "psycopg_pool.ConnectionPool/AsyncConnectionPool"
-)
+del _asyncpg, _psycopg, _reference, _sqlalchemy
 
 
-def _adapter_for(obj: Any) -> Any:
-    """The function that instruments ``obj``, chosen by its class's module."""
-    for cls in type(obj).__mro__:
-        module = cls.__module__ or ""
-        top = module.split(".")[0]
-        if module.startswith("poolscope.pool") and cls.__name__ == "Pool":
-            from .reference import instrument_reference
-
-            return instrument_reference
-        if top == "asyncpg" and cls.__name__ == "Pool":
-            from .asyncpg import instrument_asyncpg
-
-            return instrument_asyncpg
-        if top == "sqlalchemy" and cls.__name__ in ("Engine", "AsyncEngine", "Pool"):
-            from .sqlalchemy import instrument_sqlalchemy
-
-            return instrument_sqlalchemy
-        if top == "psycopg_pool" and cls.__name__ in ("ConnectionPool", "AsyncConnectionPool"):
-            from .psycopg import instrument_psycopg
-
-            return instrument_psycopg
-    return None
+def _adapter_for(obj: Any) -> Adapter:
+    """The adapter that handles ``obj``, its library checked; TypeError otherwise."""
+    adapter = registry.for_object(obj)
+    if adapter is None:
+        raise TypeError(
+            f"poolscope.instrument: cannot instrument {type(obj).__module__}."
+            f"{type(obj).__qualname__}; supported: {registry.describe()}"
+        )
+    return adapter
 
 
 def instrument(
@@ -66,17 +74,16 @@ def instrument(
     own calls.
     """
     adapter = _adapter_for(obj)
-    if adapter is None:
-        raise TypeError(
-            f"poolscope.instrument: cannot instrument {type(obj).__module__}."
-            f"{type(obj).__qualname__}; supported: {SUPPORTED}"
-        )
     if leak_threshold is not None and leak_threshold <= 0:
         raise ValueError(f"leak_threshold must be positive or None, got {leak_threshold}")
     if heartbeat is not None and heartbeat <= 0:
         raise ValueError(f"heartbeat must be positive or None, got {heartbeat}")
+    # A library outside the adapter's range, or one that moved what the adapter hooks,
+    # is refused here in one line - never hooked silently wrong.
+    check_version(adapter)
+    check_private_attributes(adapter, obj)
     runtime = get_runtime()
-    result = adapter(obj, runtime, name=name, leak_threshold=leak_threshold, heartbeat=heartbeat)
+    result = adapter.attach(obj, runtime, Options(name, leak_threshold, heartbeat))
     if listen is not False and runtime.server is None:
         try:
             runtime.serve(None if listen is True else listen)
@@ -91,11 +98,35 @@ def instrument(
     return result
 
 
+def uninstrument(obj: Any, *, timeout: float = 1.0) -> Any:
+    """Undo ``instrument(obj)`` exactly; returns the object to use from now on (the pool
+    itself; for a proxy, the pool it wrapped). ``obj`` is what ``instrument`` was given
+    or returned. An object of a supported kind that is not instrumented is returned as
+    it is. Once no pool is left, the stream server and the background thread stop too
+    (unless ``serve()`` was called explicitly); a later ``instrument()`` starts them again.
+    """
+    adapter = _adapter_for(obj)
+    result = adapter.detach(obj)
+    if result is None:
+        return obj
+    try:
+        get_runtime().stop_if_unused(timeout)
+    except Exception as exc:  # never into the application
+        from . import errors
+
+        errors.report("uninstrument", exc)
+    return result
+
+
 def serve(
     listen: str | Endpoint | None = None, *, allow_remote: bool = False, token: str | None = None
 ) -> Endpoint:
-    """Start the stream server explicitly; returns the endpoint it listens on."""
-    return get_runtime().serve(listen, allow_remote=allow_remote, token=token)
+    """Start the stream server explicitly; returns the endpoint it listens on. It stays up
+    when the last pool is uninstrumented."""
+    runtime = get_runtime()
+    endpoint = runtime.serve(listen, allow_remote=allow_remote, token=token)
+    runtime.explicit_serve = True
+    return endpoint
 
 
 def shutdown(timeout: float = 1.0) -> None:

@@ -33,6 +33,7 @@ import weakref
 from typing import Any
 
 from . import errors
+from .adapter import Attachment, Options, class_names, registry
 from .adapters import (
     ConnIds,
     ConnInfo,
@@ -48,7 +49,7 @@ from .recorder import PoolHandle
 from .redact import target_from_dsn
 from .runtime import Runtime
 
-__all__ = ["InstrumentedPool", "create_pool", "instrument_asyncpg"]
+__all__ = ["AsyncpgAdapter", "InstrumentedPool", "create_pool", "instrument_asyncpg"]
 
 _clock = time.perf_counter
 
@@ -71,6 +72,11 @@ class _State:
         self.waiting = 0
         self.proven: set[int] = set()  # id() of proxies already reported as proven leaks
         self.stop_heartbeat: Any = None
+        #: id(raw) -> (weakref to the raw connection, its termination listener): what
+        #: detach removes.
+        self.listeners: dict[int, tuple[Any, Any]] = {}
+        #: The pool's own ``_connect`` before we wrapped it (None: not wrapped).
+        self.original_connect: Any = None
 
     # -- connections ------------------------------------------------------------------
     def track(self, raw: Any) -> ConnInfo:
@@ -88,6 +94,7 @@ class _State:
         raw_ref = weakref.ref(raw)
         try:
             raw.add_termination_listener(on_terminated)
+            self.listeners[key] = (raw_ref, on_terminated)
         except Exception as exc:
             errors.report("asyncpg termination listener", exc)
         return info
@@ -95,6 +102,7 @@ class _State:
     def closed(self, key: int, raw_ref: Any, generation: int) -> None:
         """A connection ended: say why, as best the pool's state tells."""
         try:
+            self.listeners.pop(key, None)
             info = self.ids.by_key.pop(key, None)
             if info is None:
                 return
@@ -150,6 +158,25 @@ class _State:
             self.runtime.unregister(self.handle)
         except Exception as exc:
             errors.report("asyncpg stop", exc)
+
+    def detach(self) -> None:
+        """Undo every hook: the pool's ``_connect``, each connection's termination
+        listener, the heartbeat, the registration."""
+        try:
+            if self.original_connect is not None:
+                self.pool._connect = self.original_connect
+                self.original_connect = None
+            for raw_ref, listener in list(self.listeners.values()):
+                raw = raw_ref()
+                if raw is not None:
+                    try:
+                        raw.remove_termination_listener(listener)
+                    except Exception as exc:
+                        errors.report("asyncpg detach listener", exc)
+            self.listeners.clear()
+            self.ids.by_key.clear()
+        finally:
+            self.stopped()
 
     def info_of(self, proxy: Any) -> ConnInfo | None:
         raw = getattr(proxy, "_con", None)
@@ -449,6 +476,7 @@ def _wrap_connect(st: _State) -> None:
         return con
 
     connect._poolscope = True  # type: ignore[attr-defined]
+    st.original_connect = original
     pool._connect = connect
 
 
@@ -461,6 +489,101 @@ def _target(pool: Any) -> str:
     )
 
 
+class AsyncpgAdapter:
+    """``asyncpg.Pool``: a proxy (the pool has ``__slots__``), plus in-place hooks on the
+    pool's ``_connect`` slot and each connection's termination listeners."""
+
+    kind = "asyncpg"
+    classes: tuple[str, ...] = ("asyncpg.Pool",)
+    distribution = "asyncpg"
+    supported: tuple[str | None, str | None] = ("0.29", "0.33")
+    attaches: Attachment = "proxy"
+    private_attributes: tuple[str, ...] = (
+        "asyncpg.pool:Pool._connect",
+        "asyncpg.pool:Pool._holders",
+        "asyncpg.pool:Pool._loop",
+        "asyncpg.pool:Pool._generation",
+        "asyncpg.pool:Pool._initialized",
+        "asyncpg.pool:Pool._closed",
+        "asyncpg.pool:Pool._max_queries",
+        "asyncpg.pool:Pool._max_inactive_connection_lifetime",
+        "asyncpg.pool:Pool._connect_args",
+        "asyncpg.pool:Pool._connect_kwargs",
+        "asyncpg.pool:PoolConnectionHolder._con",
+        "asyncpg.pool:PoolConnectionHolder._proxy",
+        "asyncpg.pool:PoolConnectionProxy._con",
+        "asyncpg.connection:Connection._aborted",
+        "asyncpg.connection:Connection._protocol",
+        "asyncpg.connection:Connection.add_termination_listener",
+        "asyncpg.connection:Connection.remove_termination_listener",
+    )
+
+    def __init__(self) -> None:
+        self._attached: dict[int, InstrumentedPool] = {}  # id(raw pool) -> its proxy
+
+    def matches(self, obj: Any) -> bool:
+        if type(obj) is InstrumentedPool:
+            return True
+        return any(top == "asyncpg" and name == "Pool" for top, name in class_names(obj))
+
+    def private_root(self, obj: Any) -> Any:
+        return obj._ps_pool if type(obj) is InstrumentedPool else obj
+
+    def attach(self, obj: Any, runtime: Runtime, options: Options) -> InstrumentedPool:
+        """Instrument an ``asyncpg.Pool`` (initialised or not); returns the proxy to use."""
+        if type(obj) is InstrumentedPool:
+            return obj
+        known = self._attached.get(id(obj))
+        if known is not None and known._ps_pool is obj:
+            return known
+        pool = obj
+        heartbeat = options.heartbeat
+        config = {
+            "min": pool.get_min_size(),
+            "max": pool.get_max_size(),
+            "max_queries": getattr(pool, "_max_queries", None),
+            "max_inactive_connection_lifetime": getattr(
+                pool, "_max_inactive_connection_lifetime", None
+            ),
+        }
+        state_box: list[_State] = []
+        handle = PoolHandle(
+            runtime.recorder,
+            options.name or "asyncpg",
+            "asyncpg",
+            leak_threshold=options.leak_threshold,
+            heartbeat=heartbeat,
+            target=_target(pool),
+            config=config,
+            gauges=lambda: state_box[0].gauges(),
+        )
+        st = _State(pool, handle, heartbeat, runtime)
+        state_box.append(st)
+        runtime.register(handle)
+        _wrap_connect(st)
+        st.adopt_existing()
+        if heartbeat:
+            loop = getattr(pool, "_loop", None)
+            if loop is None:
+                loop = asyncio.get_event_loop()
+            st.stop_heartbeat = start_async_heartbeat(loop, heartbeat, st.probe)
+        proxy = InstrumentedPool(pool, st)
+        self._attached[id(pool)] = proxy
+        return proxy
+
+    def detach(self, obj: Any) -> Any:
+        raw = obj._ps_pool if type(obj) is InstrumentedPool else obj
+        proxy = self._attached.get(id(raw))
+        if proxy is None or proxy._ps_pool is not raw:
+            return None
+        del self._attached[id(raw)]
+        proxy._ps_state.detach()
+        return raw
+
+
+ADAPTER = registry.register(AsyncpgAdapter())
+
+
 def instrument_asyncpg(
     obj: Any,
     runtime: Runtime,
@@ -469,40 +592,11 @@ def instrument_asyncpg(
     leak_threshold: float | None,
     heartbeat: float | None,
 ) -> InstrumentedPool:
-    """Instrument an ``asyncpg.Pool`` (initialised or not); returns the proxy to use."""
-    if isinstance(obj, InstrumentedPool) or type(obj) is InstrumentedPool:
-        return obj
-    pool = obj
-    config = {
-        "min": pool.get_min_size(),
-        "max": pool.get_max_size(),
-        "max_queries": getattr(pool, "_max_queries", None),
-        "max_inactive_connection_lifetime": getattr(
-            pool, "_max_inactive_connection_lifetime", None
-        ),
-    }
-    state_box: list[_State] = []
-    handle = PoolHandle(
-        runtime.recorder,
-        name or "asyncpg",
-        "asyncpg",
-        leak_threshold=leak_threshold,
-        heartbeat=heartbeat,
-        target=_target(pool),
-        config=config,
-        gauges=lambda: state_box[0].gauges(),
+    """The asyncpg adapter's ``attach`` (kept for callers of the old function)."""
+    result: InstrumentedPool = ADAPTER.attach(
+        obj, runtime, Options(name, leak_threshold, heartbeat)
     )
-    st = _State(pool, handle, heartbeat, runtime)
-    state_box.append(st)
-    runtime.register(handle)
-    _wrap_connect(st)
-    st.adopt_existing()
-    if heartbeat:
-        loop = getattr(pool, "_loop", None)
-        if loop is None:
-            loop = asyncio.get_event_loop()
-        st.stop_heartbeat = start_async_heartbeat(loop, heartbeat, st.probe)
-    return InstrumentedPool(pool, st)
+    return result
 
 
 def create_pool(

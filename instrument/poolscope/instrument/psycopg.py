@@ -20,6 +20,7 @@ import weakref
 from typing import Any
 
 from . import errors
+from .adapter import Attachment, Options, class_names, registry
 from .adapters import (
     ConnIds,
     ConnInfo,
@@ -36,7 +37,7 @@ from .recorder import PoolHandle
 from .redact import target_from_dsn
 from .runtime import Runtime
 
-__all__ = ["instrument_psycopg"]
+__all__ = ["PsycopgPoolAdapter", "instrument_psycopg"]
 
 _clock = time.perf_counter
 _current_task = asyncio.current_task
@@ -52,6 +53,8 @@ class _State:
         # An async pool instrumented before its loop runs (made at import time):
         # the heartbeat, started by the first getconn inside the loop.
         self.start_heartbeat: Any = None
+        self.stop_heartbeat: Any = None
+        self.runtime: Runtime | None = None
 
     def info(self, conn: Any) -> ConnInfo:
         return self.ids.get(conn) or self.ids.add(conn)
@@ -161,6 +164,31 @@ def _status_unknown(conn: Any) -> bool:
     return bool(conn.pgconn.transaction_status == TransactionStatus.UNKNOWN)
 
 
+#: The pool methods replaced on the instance (the class is untouched).
+HOOKED = (
+    "getconn",
+    "putconn",
+    "_connect",
+    "_close_connection",
+    "_check_connection",
+    "check_connection",
+    "_return_connection",
+)
+
+
+def _install(pool: Any, **hooks: Any) -> None:
+    for attr, fn in hooks.items():
+        fn._poolscope = True
+        setattr(pool, attr, fn)
+
+
+def _uninstall(pool: Any) -> None:
+    """Remove our instance overrides: the class's methods show through again."""
+    for attr in HOOKED:
+        if getattr(vars(pool).get(attr), "_poolscope", False):
+            del pool.__dict__[attr]
+
+
 def _hook_sync(pool: Any, st: _State) -> None:
     getconn, putconn = pool.getconn, pool.putconn
     connect, close_connection = pool._connect, pool._close_connection
@@ -208,11 +236,16 @@ def _hook_sync(pool: Any, st: _State) -> None:
         st.returned_broken(conn)
         return_connection(conn, from_getconn)
 
-    pool.getconn, pool.putconn = _getconn, _putconn
-    pool._connect, pool._close_connection = _connect, _close_connection
-    pool._check_connection = _checked(check_one)
-    pool.check_connection = _checked(check_static)
-    pool._return_connection = _return_connection
+    _install(
+        pool,
+        getconn=_getconn,
+        putconn=_putconn,
+        _connect=_connect,
+        _close_connection=_close_connection,
+        _check_connection=_checked(check_one),
+        check_connection=_checked(check_static),
+        _return_connection=_return_connection,
+    )
 
 
 def _hook_async(pool: Any, st: _State) -> None:
@@ -268,23 +301,79 @@ def _hook_async(pool: Any, st: _State) -> None:
         st.returned_broken(conn)
         await return_connection(conn, from_getconn)
 
-    pool.getconn, pool.putconn = _getconn, _putconn
-    pool._connect, pool._close_connection = _connect, _close_connection
-    pool._check_connection = _checked(check_one)
-    pool.check_connection = _checked(check_static)
-    pool._return_connection = _return_connection
+    _install(
+        pool,
+        getconn=_getconn,
+        putconn=_putconn,
+        _connect=_connect,
+        _close_connection=_close_connection,
+        _check_connection=_checked(check_one),
+        check_connection=_checked(check_static),
+        _return_connection=_return_connection,
+    )
 
 
-def instrument_psycopg(
-    obj: Any,
-    runtime: Runtime,
-    *,
-    name: str | None,
-    leak_threshold: float | None,
-    heartbeat: float | None,
-) -> Any:
-    """Instrument a psycopg_pool pool in place; returns the same object."""
-    pool = obj
+class PsycopgPoolAdapter:
+    """psycopg_pool ``ConnectionPool`` and ``AsyncConnectionPool`` (and subclasses such as
+    ``NullConnectionPool``), hooked in place by instance overrides of its methods."""
+
+    kind = "psycopg_pool"
+    classes: tuple[str, ...] = ("psycopg_pool ConnectionPool", "AsyncConnectionPool")
+    distribution = "psycopg-pool"
+    supported: tuple[str | None, str | None] = ("3.2", "3.4")
+    attaches: Attachment = "in_place"
+    private_attributes: tuple[str, ...] = (
+        "_pool",
+        "_closed",
+        "_check",
+        "_connect",
+        "_close_connection",
+        "_check_connection",
+        "_return_connection",
+        "psycopg_pool:ConnectionPool.check_connection",
+        "psycopg_pool:AsyncConnectionPool.check_connection",
+    )
+
+    def __init__(self) -> None:
+        self._attached: dict[int, _State] = {}
+
+    def matches(self, obj: Any) -> bool:
+        return any(
+            top == "psycopg_pool" and name in ("ConnectionPool", "AsyncConnectionPool")
+            for top, name in class_names(obj)
+        )
+
+    def private_root(self, obj: Any) -> Any:
+        return obj
+
+    def attach(self, obj: Any, runtime: Runtime, options: Options) -> Any:
+        """Instrument a psycopg_pool pool in place; returns the same object."""
+        known = self._attached.get(id(obj))
+        if known is not None and known.pool is obj:
+            return obj
+        self._attached[id(obj)] = _attach(obj, runtime, options)
+        return obj
+
+    def detach(self, obj: Any) -> Any:
+        st = self._attached.get(id(obj))
+        if st is None or st.pool is not obj:
+            return None
+        del self._attached[id(obj)]
+        try:
+            st.start_heartbeat = None
+            if st.stop_heartbeat is not None:
+                st.stop_heartbeat()
+                st.stop_heartbeat = None
+            _uninstall(obj)
+            st.refs.clear()
+        finally:
+            if st.runtime is not None:
+                st.runtime.unregister(st.handle)
+        return obj
+
+
+def _attach(pool: Any, runtime: Runtime, options: Options) -> _State:
+    name, leak_threshold, heartbeat = options.name, options.leak_threshold, options.heartbeat
     is_async = asyncio.iscoroutinefunction(type(pool).getconn)
     conninfo = getattr(pool, "conninfo", "") or ""
     kwargs = getattr(pool, "kwargs", {}) or {}
@@ -313,6 +402,7 @@ def instrument_psycopg(
         gauges=lambda: box[0].gauges(),
     )
     st = _State(pool, handle)
+    st.runtime = runtime
     box.append(st)
     runtime.register(handle)
     for conn in list(getattr(pool, "_pool", ())):
@@ -332,7 +422,9 @@ def instrument_psycopg(
                 return True
 
             def start() -> None:
-                start_async_heartbeat(asyncio.get_running_loop(), heartbeat, tick)
+                st.stop_heartbeat = start_async_heartbeat(
+                    asyncio.get_running_loop(), heartbeat, tick
+                )
 
             try:
                 asyncio.get_running_loop()
@@ -349,5 +441,20 @@ def instrument_psycopg(
                     pool.check()
                 return True
 
-            start_thread_heartbeat(handle.name, heartbeat, sync_tick)
-    return obj
+            st.stop_heartbeat = start_thread_heartbeat(handle.name, heartbeat, sync_tick)
+    return st
+
+
+ADAPTER = registry.register(PsycopgPoolAdapter())
+
+
+def instrument_psycopg(
+    obj: Any,
+    runtime: Runtime,
+    *,
+    name: str | None,
+    leak_threshold: float | None,
+    heartbeat: float | None,
+) -> Any:
+    """The psycopg_pool adapter's ``attach`` (kept for callers of the old function)."""
+    return ADAPTER.attach(obj, runtime, Options(name, leak_threshold, heartbeat))

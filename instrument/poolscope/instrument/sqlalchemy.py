@@ -27,6 +27,7 @@ import weakref
 from typing import Any
 
 from . import errors
+from .adapter import Attachment, Options, class_names, registry
 from .adapters import (
     ConnIds,
     ConnInfo,
@@ -42,7 +43,7 @@ from .recorder import PoolHandle
 from .redact import target
 from .runtime import Runtime
 
-__all__ = ["instrument_sqlalchemy"]
+__all__ = ["SQLAlchemyAdapter", "instrument_sqlalchemy"]
 
 _clock = time.perf_counter
 _get_running_loop = asyncio._get_running_loop
@@ -71,6 +72,12 @@ class _State:
         # An AsyncEngine instrumented before its loop runs (a module-level engine):
         # the heartbeat's interval, started on the first checkout inside the loop.
         self.deferred_heartbeat: float | None = None
+        #: What detach undoes: (event name, listener) pairs, the heartbeat's stop
+        #: function, and attribute -> value each wrapped attribute had on its instance
+        #: before (``_MISSING``: it came from the class).
+        self.listeners: list[tuple[str, Any]] = []
+        self.stop_heartbeat: Any = None
+        self.saved: list[tuple[Any, str, Any]] = []
 
     # -- events ---------------------------------------------------------------------
     def on_checkout(self, dbapi_con: Any, rec: Any, fairy: Any) -> None:
@@ -263,6 +270,26 @@ def _is_disconnect(exc: BaseException) -> bool:
     )
 
 
+_MISSING = object()
+
+
+def _save(st: _State, obj: Any, attr: str) -> None:
+    """Remember what ``obj.attr`` was on the instance, so detach puts it back exactly."""
+    st.saved.append((obj, attr, vars(obj).get(attr, _MISSING)))
+
+
+def _restore(st: _State) -> None:
+    for obj, attr, value in reversed(st.saved):
+        try:
+            if value is _MISSING:
+                vars(obj).pop(attr, None)
+            else:
+                setattr(obj, attr, value)
+        except Exception as exc:
+            errors.report("sqlalchemy detach", exc)
+    st.saved.clear()
+
+
 def _wrap_do_get(st: _State) -> None:
     """Measure the wait and see timeouts around the pool's own get (``pool._do_get``)."""
     pool = st.pool
@@ -290,6 +317,7 @@ def _wrap_do_get(st: _State) -> None:
         return rec
 
     _do_get._poolscope = True  # type: ignore[attr-defined]
+    _save(st, pool, "_do_get")
     pool._do_get = _do_get
 
 
@@ -313,6 +341,7 @@ def _wrap_creator(st: _State) -> None:
         return con
 
     invoke_creator._poolscope = True  # type: ignore[attr-defined]
+    _save(st, pool, "_invoke_creator")
     pool._invoke_creator = invoke_creator
 
 
@@ -337,6 +366,7 @@ def _wrap_pre_ping(st: _State) -> None:
 
     do_ping_w_event._poolscope = True  # type: ignore[attr-defined]
     try:
+        _save(st, dialect, "_do_ping_w_event")
         dialect._do_ping_w_event = do_ping_w_event  # type: ignore[union-attr]
     except Exception as exc:
         errors.report("sqlalchemy pre-ping", exc)
@@ -359,19 +389,86 @@ def _target(engine: Any) -> str:
     return f"{url.get_backend_name()}:{url.database or ''}"
 
 
-def instrument_sqlalchemy(
-    obj: Any,
-    runtime: Runtime,
-    *,
-    name: str | None,
-    leak_threshold: float | None,
-    heartbeat: float | None,
-) -> Any:
-    """Instrument an Engine, AsyncEngine or Pool in place; returns the same object."""
+def _pool_of(obj: Any) -> Any:
+    engine = getattr(obj, "sync_engine", None) or (obj if hasattr(obj, "pool") else None)
+    return engine.pool if engine is not None else obj
+
+
+class SQLAlchemyAdapter:
+    """SQLAlchemy 2.x ``Engine``, ``AsyncEngine`` and ``Pool``, hooked in place: pool
+    events plus three wrapped attributes on the pool and dialect instances."""
+
+    kind = "sqlalchemy"
+    classes: tuple[str, ...] = ("sqlalchemy Engine", "AsyncEngine", "Pool")
+    distribution = "SQLAlchemy"
+    supported: tuple[str | None, str | None] = ("2.0", "2.2")
+    attaches: Attachment = "in_place"
+    private_attributes: tuple[str, ...] = (
+        "_do_get",
+        "_invoke_creator",
+        "_do_return_conn",
+        "_dialect",
+        "_pre_ping",
+        "_recycle",
+        "sqlalchemy.engine.default:DefaultDialect._do_ping_w_event",
+        "sqlalchemy.pool:QueuePool.checkedout",
+        "sqlalchemy.pool:QueuePool.checkedin",
+        "sqlalchemy.pool.base:_ConnectionRecord.dbapi_connection",
+        "sqlalchemy.pool.base:_ConnectionRecord.invalidate",
+    )
+
+    def __init__(self) -> None:
+        self._attached: dict[int, _State] = {}  # id(pool) -> its state
+
+    def matches(self, obj: Any) -> bool:
+        return any(
+            top == "sqlalchemy" and name in ("Engine", "AsyncEngine", "Pool")
+            for top, name in class_names(obj)
+        )
+
+    def private_root(self, obj: Any) -> Any:
+        return _pool_of(obj)
+
+    def attach(self, obj: Any, runtime: Runtime, options: Options) -> Any:
+        """Instrument an Engine, AsyncEngine or Pool in place; returns the same object."""
+        pool = _pool_of(obj)
+        known = self._attached.get(id(pool))
+        if known is not None and known.pool is pool:
+            return obj
+        st = _attach(obj, pool, runtime, options)
+        self._attached[id(pool)] = st
+        return obj
+
+    def detach(self, obj: Any) -> Any:
+        pool = _pool_of(obj)
+        st = self._attached.get(id(pool))
+        if st is None or st.pool is not pool:
+            return None
+        del self._attached[id(pool)]
+        from sqlalchemy import event
+
+        try:
+            st.deferred_heartbeat = None
+            if st.stop_heartbeat is not None:
+                st.stop_heartbeat()
+                st.stop_heartbeat = None
+            for ev, fn in st.listeners:
+                try:
+                    event.remove(pool, ev, fn)
+                except Exception as exc:
+                    errors.report("sqlalchemy detach", exc)
+            st.listeners.clear()
+            _restore(st)
+        finally:
+            st.runtime.unregister(st.handle)
+        return obj
+
+
+def _attach(obj: Any, pool: Any, runtime: Runtime, options: Options) -> _State:
     from sqlalchemy import event
 
     engine = getattr(obj, "sync_engine", None) or (obj if hasattr(obj, "pool") else None)
-    pool = engine.pool if engine is not None else obj
+    heartbeat = options.heartbeat
     is_async = hasattr(obj, "sync_engine") or bool(
         getattr(getattr(pool, "_dialect", None), "is_async", False)
     )
@@ -389,10 +486,10 @@ def instrument_sqlalchemy(
     box: list[_State] = []
     handle = PoolHandle(
         runtime.recorder,
-        name
+        options.name
         or (engine.url.database if engine is not None and engine.url.database else "sqlalchemy"),
         "sqlalchemy",
-        leak_threshold=leak_threshold,
+        leak_threshold=options.leak_threshold,
         heartbeat=heartbeat,
         target=_target(engine) if engine is not None else "",
         config=config,
@@ -411,6 +508,7 @@ def instrument_sqlalchemy(
         ("close_detached", st.on_close_detached),
     ):
         event.listen(pool, ev, fn)
+        st.listeners.append((ev, fn))
     _wrap_do_get(st)
     _wrap_creator(st)
     _wrap_pre_ping(st)
@@ -418,8 +516,23 @@ def instrument_sqlalchemy(
         if is_async:
             _start_async(st, heartbeat)
         else:
-            start_thread_heartbeat(handle.name, heartbeat, st.probe)
-    return obj
+            st.stop_heartbeat = start_thread_heartbeat(handle.name, heartbeat, st.probe)
+    return st
+
+
+ADAPTER = registry.register(SQLAlchemyAdapter())
+
+
+def instrument_sqlalchemy(
+    obj: Any,
+    runtime: Runtime,
+    *,
+    name: str | None,
+    leak_threshold: float | None,
+    heartbeat: float | None,
+) -> Any:
+    """The SQLAlchemy adapter's ``attach`` (kept for callers of the old function)."""
+    return ADAPTER.attach(obj, runtime, Options(name, leak_threshold, heartbeat))
 
 
 def _start_async(st: _State, interval: float) -> None:
@@ -437,4 +550,4 @@ def _start_async(st: _State, interval: float) -> None:
     async def tick() -> bool:
         return bool(await greenlet_spawn(st.probe))
 
-    start_async_heartbeat(loop, interval, tick)
+    st.stop_heartbeat = start_async_heartbeat(loop, interval, tick)
