@@ -32,6 +32,7 @@ from typing import Any
 from poolscope.events import Event
 from poolscope.histogram import Histogram, bucket_lower, bucket_upper
 from poolscope.model import PoolMetrics, PoolState
+from poolscope.units import fmt_duration
 
 #: Defaults a user can override (CLI flags / keyword arguments).
 DEFAULT_P99_TARGET = 0.010  # seconds
@@ -510,28 +511,12 @@ class Advice:
 
 
 def fmt_seconds(s: float | None) -> str:
-    """A duration for people: "0 ms", "3.2 ms", "41 ms", "1.25 s", "unbounded"."""
-    if s is None:
-        return "n/a"
-    if math.isinf(s):
-        return "unbounded"
-    if s <= 0:
-        return "0 ms"
-    if s < 0.001:
-        return f"{s * 1e6:.0f} µs"
-    if s < 0.01:
-        return f"{s * 1e3:.1f} ms"
-    if s < 1.0:
-        return f"{s * 1e3:.0f} ms"
-    if s < 120:
-        return f"{s:.2f} s"
-    return f"{s / 60:.1f} min"
+    """A duration for people ("3.2ms", "1.25s", "unbounded"): the observer's one
+    duration formatter, with "n/a" for a value that is not known."""
+    return fmt_duration(s, missing="n/a")
 
 
-def _fmt_span(s: float) -> str:
-    if s < 120:
-        return f"{s:.0f} s"
-    return f"{s / 60:.1f} min"
+_fmt_span = fmt_seconds
 
 
 def _pct(x: float | None) -> str:

@@ -14,6 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
+from poolscope.textsafe import visible
 from poolscope.version import __version__
 
 #: name -> one-line help. Order is the order of ``poolscope --help``.
@@ -81,10 +82,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         module = importlib.import_module(f"poolscope.commands.{command}")
         return int(module.run(args) or 0)
     except UsageError as exc:
-        print(f"{exc}", file=sys.stderr)
+        print(visible(f"{exc}"), file=sys.stderr)
         return 2
     except CommandError as exc:
-        print(f"poolscope: {exc}", file=sys.stderr)
+        # Errors may quote an endpoint, a file or the stream: made visible, like all
+        # text poolscope shows (poolscope.textsafe).
+        print(visible(f"poolscope: {exc}"), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -18,6 +18,7 @@ from poolscope.events import (
     decode,
     encode,
 )
+from poolscope.textsafe import safe_event, visible
 
 #: Local events a client yields about its own connection; never on the wire.
 CONNECTED = "connected"
@@ -97,7 +98,7 @@ class StreamClient:
             try:
                 reader, writer = await open_stream(self.endpoint, token=self.token)
             except ConnectError as exc:
-                self.stats.last_error = str(exc)
+                self.stats.last_error = visible(str(exc))
                 if not self.reconnect:
                     raise
                 if self.stats.connected or self.stats.disconnected_since is None:
@@ -129,8 +130,8 @@ class StreamClient:
                         break
                     self.stats.lines += 1
                     try:
-                        ev = decode(line)
-                    except DecodeError:
+                        ev = safe_event(decode(line), line)
+                    except (DecodeError, RecursionError):
                         self.stats.bad_lines += 1
                         continue
                     if ev["type"] == "hello":
@@ -150,7 +151,7 @@ class StreamClient:
                 self._writer = None
             self.stats.connected = False
             self.stats.disconnected_since = time.time()
-            self.stats.last_error = error
+            self.stats.last_error = visible(error)
             gone = self._local(DISCONNECTED, error)
             if incompatible:
                 gone["incompatible"] = True
@@ -165,9 +166,10 @@ class StreamClient:
         return float(base * (0.5 + random.random() / 2))
 
     def _local(self, kind: str, error: str) -> Event:
-        ev: Event = {"type": kind, "t": time.time(), "endpoint": str(self.endpoint)}
+        # Not from the wire, but made of an endpoint and error texts that may be.
+        ev: Event = {"type": kind, "t": time.time(), "endpoint": visible(str(self.endpoint))}
         if error:
-            ev["error"] = error
+            ev["error"] = visible(error)
         return ev
 
     def close(self) -> None:
@@ -206,21 +208,21 @@ class FileFeed:
                     if not line.strip():
                         continue
                     try:
-                        ev = decode(line)
-                    except DecodeError as exc:
+                        ev = safe_event(decode(line), line)
+                    except (DecodeError, RecursionError) as exc:
                         self._bad(number)
                         if not line.endswith(b"\n"):
-                            self.stopped = f"truncated at line {number}: {exc}"
+                            self.stopped = visible(f"truncated at line {number}: {exc}")
                             return
                         continue
                     if ev["type"] == "hello":
                         problem = protocol_problem(ev)
                         if problem:
-                            self.stopped = f"stopped at line {number}: {problem}"
+                            self.stopped = visible(f"stopped at line {number}: {problem}")
                             return
                     yield ev
         except OSError as exc:
-            self.stopped = f"{self.path}: {exc.strerror or exc}"
+            self.stopped = visible(f"{self.path}: {exc.strerror or exc}")
             raise
 
     def _bad(self, number: int) -> None:

@@ -197,10 +197,11 @@ def test_histogram_cv_and_dispersion() -> None:
 
 
 def test_fmt_seconds() -> None:
-    assert advisor.fmt_seconds(0.0) == "0 ms"
-    assert advisor.fmt_seconds(0.0000312) == "31 µs"
-    assert advisor.fmt_seconds(0.0032) == "3.2 ms"
-    assert advisor.fmt_seconds(0.041) == "41 ms"
-    assert advisor.fmt_seconds(1.25) == "1.25 s"
+    # The observer's one duration formatter (poolscope.units), "n/a" when unknown.
+    assert advisor.fmt_seconds(0.0) == "0s"
+    assert advisor.fmt_seconds(0.0000312) == "31.2µs"
+    assert advisor.fmt_seconds(0.0032) == "3.2ms"
+    assert advisor.fmt_seconds(0.041) == "41ms"
+    assert advisor.fmt_seconds(1.25) == "1.25s"
     assert advisor.fmt_seconds(math.inf) == "unbounded"
     assert advisor.fmt_seconds(None) == "n/a"

@@ -230,7 +230,7 @@ async def test_advice_view_sizes_each_pool(session_path: Path) -> None:
         text = static_text(app, "#advice-text")
         assert "orders: shrink — recommended size 6 (now 8)" in text
         assert "reports: grow — recommended size 4 (now 3)" in text
-        assert "p99 wait: measured 1.96 s" in text
+        assert "p99 wait: measured 1.96s" in text
         assert "Heavy-tailed hold times" in text  # a warning, not silence
         await pilot.press("slash", *"pool:reports", "enter")
         await pilot.pause()

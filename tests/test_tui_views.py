@@ -22,7 +22,8 @@ def test_fmt_dur_picks_readable_units() -> None:
     assert views.fmt_dur(0.00085) == "850µs"
     assert views.fmt_dur(0.0123) == "12.3ms"
     assert views.fmt_dur(1.2) == "1.2s"
-    assert views.fmt_dur(125) == "2m05s"
+    assert views.fmt_dur(125) == "2min05s"
+    assert views.fmt_dur(0.00105) == "1.05ms"
     assert views.fmt_dur(None) == "-"
 
 

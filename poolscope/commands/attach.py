@@ -12,6 +12,7 @@ from typing import Any
 from poolscope.cli import CommandError
 from poolscope.commands.common import endpoint_arg
 from poolscope.endpoint import Endpoint, EndpointError, parse_endpoint
+from poolscope.textsafe import visible
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -89,6 +90,6 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot attach: {why}; --wait to wait for it")
     from poolscope.tui.app import run_tui
 
-    title = "poolscope " + " ".join(str(e) for e in endpoints)
+    title = visible("poolscope " + " ".join(str(e) for e in endpoints))
     run_tui(endpoints, title=title, token=args.token)
     return 0

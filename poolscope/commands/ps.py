@@ -6,6 +6,8 @@ import argparse
 import json
 from typing import Any
 
+from poolscope.textsafe import visible
+
 
 def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -44,6 +46,7 @@ def rows() -> list[dict[str, Any]]:
 def run(args: argparse.Namespace) -> int:
     found = rows()
     if args.json:
+        # JSON escapes every control and non-ASCII character itself (ensure_ascii).
         print(json.dumps(found, indent=2))
         return 0
     if not found:
@@ -51,9 +54,10 @@ def run(args: argparse.Namespace) -> int:
         return 0
     print(f"{'PID':>7}  {'ENDPOINT':<22} {'POOLS':<24} COMMAND")
     for r in found:
-        pools = ",".join(r["pools"]) or "-"
-        command = r["command"]
+        # Entries and command lines are other processes' text: shown made visible.
+        pools = visible(",".join(r["pools"])) or "-"
+        command = visible(r["command"])
         if len(command) > 60:
             command = command[:59] + "…"
-        print(f"{r['pid']:>7}  {r['endpoint']:<22} {pools:<24} {command}")
+        print(f"{r['pid']:>7}  {visible(r['endpoint']):<22} {pools:<24} {command}")
     return 0

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from poolscope.cli import CommandError
 from poolscope.commands.common import positive_float
+from poolscope.textsafe import visible
 
 
 def _non_negative(text: str) -> float:
@@ -46,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     source.playing = not args.paused
     from poolscope.tui.app import PoolscopeApp
 
-    PoolscopeApp(source, title=f"poolscope replay {path.name}").run()
+    PoolscopeApp(source, title=visible(f"poolscope replay {path.name}")).run()
     return 0

@@ -336,7 +336,7 @@ class PoolscopeApp(App[None]):
             if note:
                 parts.append(note + "  ", style="bold red")
         parts.append(f"refresh {self.refresh_interval:g}s  sort {self.sort}  ")
-        parts.append(f"window {int(self.window // 60)}m")
+        parts.append(f"window {views.fmt_dur(self.window)}")
         if self.filter:
             parts.append("  filter ", style="dim")
             parts.append(self._main.query_one("#filter", Input).value, style="bold")

@@ -21,6 +21,7 @@ from poolscope.client import CONNECTED, DISCONNECTED, FileFeed, StreamClient
 from poolscope.endpoint import Endpoint
 from poolscope.events import Event
 from poolscope.model import PoolState, Sample
+from poolscope.textsafe import visible
 
 #: Recent events kept per process for the events view.
 LOG_KEPT = 2000
@@ -32,7 +33,7 @@ class ProcessFeed:
     """One attached process (or recording): its state and connection status."""
 
     def __init__(self, label: str, *, endpoint: Endpoint | None = None, live: bool = True) -> None:
-        self.label = label
+        self.label = visible(label)  # an endpoint or a file name: shown in the header
         self.endpoint = endpoint
         self.live = live
         self.state = PoolState()

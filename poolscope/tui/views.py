@@ -20,6 +20,7 @@ from poolscope.histogram import Histogram, bucket_upper
 from poolscope.model import Leak, PoolMetrics, PoolState
 from poolscope.tui.data import ProcessFeed
 from poolscope.tui.osinfo import ProcInfo
+from poolscope.units import fmt_duration
 
 # Alert thresholds people use for pools.
 UTIL_ALERT = 0.80
@@ -34,24 +35,13 @@ DIM = "dim"
 # -- formatting ------------------------------------------------------------------
 
 
-def fmt_dur(seconds: float | None) -> str:
-    """A duration in the unit that reads best: 850µs, 12.3ms, 1.20s, 2m05s."""
-    if seconds is None or seconds != seconds:
-        return "-"
-    s = max(0.0, float(seconds))
-    if s == 0:
-        return "0"
-    if s < 1e-6:
-        return "<1µs"
-    if s < 1e-3:
-        return f"{s * 1e6:.0f}µs"
-    if s < 1.0:
-        return f"{s * 1e3:.3g}ms"
-    if s < 60:
-        return f"{s:.3g}s" if s < 10 else f"{s:.1f}s"
-    if s < 3600:
-        return f"{int(s // 60)}m{int(s % 60):02d}s"
-    return f"{int(s // 3600)}h{int(s % 3600 // 60):02d}m"
+#: A duration in the unit that reads best: the observer's one duration formatter.
+fmt_dur = fmt_duration
+
+
+def clip(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, ending in ``…`` when it was cut."""
+    return text if len(text) <= width else text[: max(0, width - 1)] + "…"
 
 
 def fmt_rate(per_s: float) -> str:
@@ -95,14 +85,52 @@ def sparkline(values: Sequence[float], width: int = 24) -> str:
     return "".join(SPARK[min(7, int((v - lo) / span * 7.999))] for v in vals)
 
 
+def frame_label(frame: dict[str, Any], full_path: bool = False) -> str:
+    """One stack frame as ``func file:line`` (the file's base name unless ``full_path``)."""
+    file = str(frame.get("file", "?"))
+    if not full_path:
+        file = file.rsplit("/", 1)[-1]
+    return f"{frame.get('func', '?')} {file}:{frame.get('line', '?')}"
+
+
 def site_label(stack: list[dict[str, Any]]) -> str:
     """The innermost frame of an acquire site (the acquiring line; stacks on the wire
     are innermost first) as ``func file:line``."""
     if not stack:
         return "?"
-    f = stack[0]
-    file = str(f.get("file", "?")).rsplit("/", 1)[-1]
-    return f"{f.get('func', '?')} {file}:{f.get('line', '?')}"
+    return frame_label(stack[0])
+
+
+def distinct_site_labels(stacks: Sequence[list[dict[str, Any]]]) -> list[str]:
+    """Labels for acquire sites whose innermost frames read the same: each label adds
+    the first outer frame that tells its stack apart from the others, as
+    ``top ← caller`` or ``top ← … ← caller``; base names first, full paths when only
+    the directory differs. Stacks that nothing tells apart get ``[n]`` appended, so no
+    two labels are ever equal."""
+    labels = [site_label(s) for s in stacks]
+    if len(stacks) < 2:
+        return labels
+    for full_path in (False, True):
+        frames = [[frame_label(f, full_path) for f in s] for s in stacks]
+        for i, mine in enumerate(frames):
+            if labels[i] != site_label(stacks[i]):
+                continue  # told apart by base names already
+            others = [f for j, f in enumerate(frames) if j != i]
+            # With base names the innermost frames are alike by construction; with full
+            # paths the innermost file alone may tell them apart.
+            for depth in range(0 if full_path else 1, len(mine)):
+                if all(o[: depth + 1] != mine[: depth + 1] for o in others):
+                    via = "" if depth == 0 else " ← " if depth == 1 else " ← … ← "
+                    top = frame_label(stacks[i][0], full_path)
+                    labels[i] = top + (f"{via}{mine[depth]}" if depth else "")
+                    break
+    counts = {label: labels.count(label) for label in labels}
+    seen: dict[str, int] = {}
+    for i, label in enumerate(labels):
+        if counts[label] > 1:
+            seen[label] = seen.get(label, 0) + 1
+            labels[i] = f"{label} [{seen[label]}]"
+    return labels
 
 
 # -- filter ----------------------------------------------------------------------
@@ -342,7 +370,7 @@ def chart_text(pool: PoolMetrics, window: float, width: int, height: int) -> Tex
     step = max(1, math.ceil((top + 1) / 6))
     plt.yticks(list(range(0, top + 2, step)))
     plt.xlabel("seconds ago")
-    plt.title(f"{pool.name} utilisation, last {int(window // 60)} min")
+    plt.title(f"{pool.name} utilisation, last {fmt_duration(window)}")
     try:
         out = plt.build()
     finally:
@@ -429,11 +457,12 @@ LEAK_COLUMNS = ("acquire site", "pool", "open", "resolved", "longest hold", "las
 @dataclass
 class LeakGroup:
     key: str
-    site: str
+    site: str  # the label: what tells this group's acquire site apart from the others
     pool: str
     open: list[Leak]
     resolved: list[Leak]
     state: PoolState
+    stack: list[dict[str, Any]] = field(default_factory=list)
 
     def held(self, lk: Leak) -> float:
         if lk.resolved_held is not None:
@@ -460,7 +489,9 @@ class LeakGroup:
 
 
 def leak_groups(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> list[LeakGroup]:
-    """Open and resolved leaks grouped by acquire site; groups with open leaks first."""
+    """Open and resolved leaks grouped by acquire site (the whole stack); groups with
+    open leaks first. Sites whose innermost frames read the same are labelled by the
+    frame that tells them apart (:func:`distinct_site_labels`)."""
     groups: dict[str, LeakGroup] = {}
     for i, feed in enumerate(feeds):
         st = feed.state
@@ -470,8 +501,15 @@ def leak_groups(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> list
             key = f"{i}:{lk.pool}:{lk.site if lk.site is not None else site}"
             g = groups.get(key)
             if g is None:
-                g = groups[key] = LeakGroup(key, site, lk.pool, [], [], st)
+                g = groups[key] = LeakGroup(key, site, lk.pool, [], [], st, stack)
             (g.resolved if lk.resolved_t is not None else g.open).append(lk)
+    alike: dict[tuple[str, str, str], list[LeakGroup]] = {}
+    for g in groups.values():
+        alike.setdefault((g.key.partition(":")[0], g.pool, g.site), []).append(g)
+    for same in alike.values():
+        if len(same) > 1:
+            for g, label in zip(same, distinct_site_labels([g.stack for g in same]), strict=True):
+                g.site = label
     out = [g for g in groups.values() if not flt or flt.match(f"{g.site} {g.pool}", pool=g.pool)]
     out.sort(key=lambda g: (-len(g.open), -g.longest, g.key))
     return out
@@ -537,7 +575,7 @@ def heartbeat_rows(
                 Text(str(p.heartbeats_skipped), justify="right"),
                 Text(last, justify="right"),
                 Text(sparkline(lat) or "-", style="cyan"),
-                Text(err[:40], style=ALERT if err else DIM),
+                Text(clip(err, 40), style=ALERT if err else DIM),
             )
             rows.append((f"{i}:{name}", cells))
     return rows

@@ -13,7 +13,8 @@ from textual.widgets import DataTable, Static
 class KeyedTable(DataTable[Text]):
     """A DataTable fed whole row lists but updated in place: cells that changed
     are updated by (row key, column key), new rows added, gone rows removed, and
-    the order fixed with ``sort`` only when it changed. Never cleared."""
+    the order fixed with ``sort`` only when it changed. Never cleared. Columns
+    size to their widest cell, now, not at the first value."""
 
     def __init__(self, columns: Sequence[str], **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
@@ -50,7 +51,9 @@ class KeyedTable(DataTable[Text]):
             else:
                 for col, (a, b) in enumerate(zip(old, cells, strict=True)):
                     if not _same(a, b):
-                        self.update_cell(key, self._columns[col], b)
+                        # The column follows its widest value: a count that grows
+                        # from 1 to 10,000 is never shown cut off.
+                        self.update_cell(key, self._columns[col], b, update_width=True)
                 # Keep the objects the table holds (unchanged cells stay the old ones).
                 cells = tuple(a if _same(a, b) else b for a, b in zip(old, cells, strict=True))
             self._cells[key] = cells
