@@ -122,6 +122,10 @@ class Runtime:
         self._process = discovery.process_name()
         self.model.apply(self._hello())
         self._serve_args: tuple[Endpoint, bool, str | None] | None = None
+        #: ``ps.serve()`` was called: the server stays up with no pool left (otherwise
+        #: uninstrumenting the last pool stops the server and the background thread).
+        self.explicit_serve = False
+        self._atexit = False
         if hasattr(os, "register_at_fork"):
             os.register_at_fork(after_in_child=self._after_fork_in_child)
 
@@ -132,8 +136,12 @@ class Runtime:
                 return
             self.thread = threading.Thread(target=self._run_thread, name="poolscope", daemon=True)
             self.thread.start()
+            if self._on_internal_error not in errors.listeners:  # restarted after a stop
+                errors.listeners.append(self._on_internal_error)
         self._ready.wait(5.0)
-        atexit.register(self.shutdown)
+        if not self._atexit:
+            self._atexit = True
+            atexit.register(self.shutdown)
 
     def _run_thread(self) -> None:
         loop = asyncio.new_event_loop()
@@ -256,6 +264,44 @@ class Runtime:
         with self._lock:
             self.handles.pop(handle.name, None)
         handle.closed = True
+
+    def stop_if_unused(self, timeout: float = 1.0) -> bool:
+        """After the last pool is uninstrumented: flush, stop the stream server and the
+        background thread, leaving no thread, socket or discovery entry behind (unless
+        ``ps.serve()`` was called explicitly). A later ``instrument()`` starts afresh."""
+        with self._lock:
+            if self.handles or self.explicit_serve or self.thread is None:
+                return False
+            thread, loop = self.thread, self.loop
+        self.shutdown(timeout)
+        if loop is not None and not loop.is_closed():
+
+            async def halt() -> None:
+                tasks = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+                for t in tasks:
+                    t.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+                asyncio.get_running_loop().stop()
+
+            try:
+                asyncio.run_coroutine_threadsafe(halt(), loop)
+                thread.join(timeout + 1)
+                if not thread.is_alive():
+                    loop.close()
+            except Exception as exc:
+                errors.report("stop", exc)
+        with self._lock:
+            self.thread = None
+            self.loop = None
+            self._tasks = []
+            self._ready = threading.Event()
+            self.server = None
+            self.endpoint = None
+            self._serve_args = None
+            self._holds.clear()
+            self._reported.clear()
+            self._stopping = False
+        return True
 
     def shutdown(self, timeout: float = 1.0) -> None:
         """Flush the last events to observers and stop (registered with atexit)."""
