@@ -41,6 +41,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "acquire_error": ("pool", "error"),
     # Extensions beyond the DESIGN table.
     "site": ("id", "stack"),
+    "tags": ("id", "labels"),
     "backend": ("pool", "state", "previous"),
     "breaker": ("pool", "state"),
     "resize": ("pool", "max", "previous", "reason"),
@@ -115,6 +116,7 @@ def encode(event: Event) -> bytes:
 # about twice as fast. Anything unusual (a non-float or non-finite number, a non-int
 # site) goes through ``encode``.
 _ACQUIRE_LINE = '{"type":"acquire","t":%r,"pool":%s,"conn":%s,"wait":%r,"site":%s,"task":%s}\n'
+_ACQUIRE_TAGS_LINE = _ACQUIRE_LINE[:-2] + ',"tags":%T}\n'
 _RELEASE_LINE = '{"type":"release","t":%r,"pool":%s,"conn":%s,"hold":%r}\n'
 _INF = math.inf
 _escape: Any = getattr(_json_encoder, "c_encode_basestring_ascii", None) or (
@@ -136,9 +138,16 @@ def _quoted(s: str) -> str:
 
 
 def encode_acquire(
-    t: float, pool: str, conn: str, wait: float, site: int | None, task: str
+    t: float,
+    pool: str,
+    conn: str,
+    wait: float,
+    site: int | None,
+    task: str,
+    tags: int | None = None,
 ) -> bytes:
-    """``encode`` of an ``acquire`` event with exactly these fields, faster."""
+    """``encode`` of an ``acquire`` event with exactly these fields, faster (``tags``,
+    the interned labels' id, is written only when there are labels)."""
     if (
         type(t) is float
         and type(wait) is float
@@ -148,10 +157,11 @@ def encode_acquire(
         and type(pool) is str
         and type(conn) is str
         and type(task) is str
+        and (tags is None or type(tags) is int)
     ):
         q = _escaped.get
         return (
-            _ACQUIRE_LINE
+            (_ACQUIRE_LINE if tags is None else _ACQUIRE_TAGS_LINE.replace("%T", str(tags)))
             % (
                 t,
                 q(pool) or _quoted(pool),
@@ -163,6 +173,8 @@ def encode_acquire(
         ).encode()
     ev = {"type": "acquire", "t": t, "pool": pool, "conn": conn, "wait": wait, "site": site}
     ev["task"] = task
+    if tags is not None:
+        ev["tags"] = tags
     return encode(ev)
 
 

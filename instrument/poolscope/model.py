@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+from poolscope.attribution import WAIT_MIN, Attribution
 from poolscope.events import Event
 from poolscope.histogram import Histogram
 from poolscope.window import RecentWindow, WindowStats
@@ -58,6 +59,7 @@ class Holder:
     since: float
     site: int | None
     task: str
+    tags: int | None = None  # the ps.tag() labels id (see PoolState.attribution)
 
 
 @dataclass
@@ -75,6 +77,7 @@ class Leak:
     resolved_t: float | None = None
     resolved_held: float | None = None
     resolution: str | None = None  # "returned", "gc", "closed:<reason>"
+    tags: int | None = None  # the ps.tag() labels id of the acquire
 
     def to_dict(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -98,6 +101,7 @@ class Leak:
             resolved_t=_num(d, "resolved_t") if rt is not None else None,
             resolved_held=_num(d, "resolved_held") if rh is not None else None,
             resolution=str(res) if res is not None else None,
+            tags=_tags_id(d),
         )
 
 
@@ -290,6 +294,7 @@ class PoolMetrics:
                     since=float(h.get("since", 0.0)),
                     site=h.get("site") if isinstance(h.get("site"), int) else None,
                     task=str(h.get("task", "")),
+                    tags=_tags_id(h),
                 )
                 p.holders[holder.conn] = holder
         for s in d.get("series") or []:
@@ -311,6 +316,11 @@ def _num(ev: Event, key: str, default: float = 0.0) -> float:
         # JSON decoders accept 1e999 and NaN; neither is a time or a duration.
         return f if math.isfinite(f) else default
     return default
+
+
+def _tags_id(d: dict[str, Any]) -> int | None:
+    v = d.get("tags")
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
 def _int(ev: Event, key: str, default: int = 0) -> int:
@@ -366,6 +376,8 @@ class PoolState:
         self.skipped = 0
         self.first_t = 0.0
         self.now = 0.0
+        #: Labels, backend pids, per-route use and wait blame (poolscope.attribution).
+        self.attribution = Attribution()
 
     # -- queries -----------------------------------------------------------------
     def pool(self, name: str) -> PoolMetrics:
@@ -488,6 +500,7 @@ class PoolState:
             _num(ev, "wait"),
             site if isinstance(site, int) and not isinstance(site, bool) else None,
             str(ev.get("task") or ""),
+            _tags_id(ev),
         )
 
     def _on_release(self, ev: Event, t: float) -> None:
@@ -500,7 +513,14 @@ class PoolState:
     # runtime calls these directly for its own acquires and releases (values it
     # measured itself), skipping the generic ``apply`` and its per-field checks.
     def fold_acquire(
-        self, pool: str, conn: str, t: float, wait: float, site: int | None, task: str
+        self,
+        pool: str,
+        conn: str,
+        t: float,
+        wait: float,
+        site: int | None,
+        task: str,
+        tags: int | None = None,
     ) -> None:
         p = self.pools.get(pool) or self.pool(pool)
         if t > p.last_t:
@@ -513,9 +533,11 @@ class PoolState:
             slot.acquires += 1
             slot.wait.add_trusted(w)
         holders = p.holders
+        if tags is not None or w >= WAIT_MIN:
+            self.attribution.on_acquire(pool, t, w, tags, holders)
         if len(holders) >= MAX_HOLDERS and conn not in holders:
             return
-        holders[conn] = Holder(conn, t, site, task)
+        holders[conn] = Holder(conn, t, site, task, tags)
 
     def fold_release(
         self, pool: str, conn: str, t: float, hold: float, *, lost: bool = False
@@ -535,7 +557,7 @@ class PoolState:
             slot = p.recent.slot(t)
             slot.releases += 1
             slot.hold.add_trusted(h)
-        p.holders.pop(conn, None)
+        self.attribution.on_release(pool, p.holders.pop(conn, None), t, h)
 
     def advance(self, t: float) -> None:
         """Count one event folded at ``t`` (for callers of the ``fold_*`` methods)."""
@@ -559,6 +581,7 @@ class PoolState:
         if p.recent is not None:
             p.recent.slot(t).timeouts += 1
         p.last_error = str(ev.get("error", ""))
+        self.attribution.charge(p.name, t - _num(ev, "wait"), t, p.holders)
 
     def _on_acquire_error(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)
@@ -571,6 +594,7 @@ class PoolState:
         p = self._pool_of(ev, t)
         p.connects += 1
         p.create.add(_num(ev, "duration"))
+        self.attribution.on_connect(p.name, str(ev.get("conn", "")), ev.get("backend_pid"))
 
     def _on_connect_error(self, ev: Event, t: float) -> None:
         p = self._pool_of(ev, t)
@@ -589,7 +613,9 @@ class PoolState:
             closes = p.recent.slot(t).closes
             closes[reason] = closes.get(reason, 0) + 1
         conn = str(ev.get("conn", ""))
-        p.holders.pop(conn, None)
+        held = p.holders.pop(conn, None)
+        self.attribution.on_release(p.name, held, t, t - held.since if held else 0.0)
+        self.attribution.on_close(p.name, conn)
         leak = self.leaks.pop((p.name, conn), None)
         if leak is not None:
             leak.resolved_t = t
@@ -637,6 +663,7 @@ class PoolState:
             task=str(ev.get("task") or ""),
             site=site if isinstance(site, int) else None,
             proven=bool(ev.get("proven")),
+            tags=_tags_id(ev),
         )
         p.leaks_total += 1
 
@@ -660,6 +687,9 @@ class PoolState:
         if len(self.sites) >= MAX_SITES and sid not in self.sites:
             return
         self.sites[sid] = stack if isinstance(stack, list) else []
+
+    def _on_tags(self, ev: Event, t: float) -> None:
+        self.attribution.on_tags(int(ev["id"]), ev.get("labels"))
 
     def _on_backend(self, ev: Event, t: float) -> None:
         self._pool_of(ev, t).backend = str(ev.get("state", "healthy"))
@@ -694,6 +724,7 @@ class PoolState:
             "events": self.events,
             "first_t": self.first_t,
             "now": self.now,
+            "attribution": self.attribution.to_dict(),
         }
 
     @classmethod
@@ -723,6 +754,7 @@ class PoolState:
         s.events = _int(d, "events")
         s.first_t = _num(d, "first_t")
         s.now = _num(d, "now")
+        s.attribution = Attribution.from_dict(d.get("attribution"))
         return s
 
 
@@ -743,6 +775,7 @@ _HANDLERS = {
     "unleak": PoolState._on_unleak,
     "dropped": PoolState._on_dropped,
     "site": PoolState._on_site,
+    "tags": PoolState._on_tags,
     "backend": PoolState._on_backend,
     "breaker": PoolState._on_breaker,
     "resize": PoolState._on_resize,

@@ -1,0 +1,366 @@
+"""Who holds it, and who made them wait: request labels, per-route use, wait blame.
+
+Part of the fold (``PoolState.attribution``), so it gives the same answers live,
+in a replay and in ``advise``. Standard library only.
+
+Wait attribution. An acquire that waited ``w`` seconds at ``t`` waited over
+``[t - w, t]`` (a timeout likewise). While any acquirer of a pool waits, every
+connection of that pool held meanwhile is charged the connection-seconds it was
+held, to its acquire site and its labels (``route``). Time when several acquirers
+wait at once is charged once (the union of the waits), so the charges add up to
+"connection-seconds held while someone waited", and a key's share is its part of
+that. Waits under :data:`WAIT_MIN` are not waits (an uncontended acquire takes
+microseconds). A wait is charged when it ends (its acquire or timeout event); a
+wait still in progress is not charged yet.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from poolscope.histogram import Histogram
+
+#: Shorter waits are not contention (an uncontended acquire takes microseconds).
+WAIT_MIN = 0.001
+#: Ended holds kept per pool to charge waits that overlapped them (seconds, count).
+HORIZON = 300.0
+RECENT_HOLDS = 20_000
+#: Merged waiting intervals kept per pool (to charge overlapping waits once).
+COVER_KEPT = 256
+#: The per-second history of charges (for "over the window"), seconds.
+WINDOW_KEPT = 900
+# Bounds against a peer that floods names (keys beyond go uncounted).
+MAX_LABELS = 10_000
+MAX_ROUTES = 2_000
+MAX_KEYS = 10_000
+MAX_PIDS = 100_000
+
+#: (pool, site id, labels id): what a charge is booked to.
+Key = tuple[str, "int | None", "int | None"]
+
+
+class HolderLike(Protocol):
+    """What the fold's holders give attribution (``poolscope.model.Holder``)."""
+
+    since: float
+    site: int | None
+    tags: int | None
+
+
+@dataclass
+class RouteStats:
+    """One route's use of one pool (the route label of the acquiring code)."""
+
+    acquires: int = 0
+    hold: Histogram = field(default_factory=Histogram)  # its sum: connection-seconds
+    waits: int = 0  # acquires that waited (at least WAIT_MIN)
+    waited: float = 0.0  # seconds those acquires waited
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "acquires": self.acquires,
+            "hold": self.hold.to_dict(),
+            "waits": self.waits,
+            "waited": self.waited,
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> RouteStats:
+        return cls(
+            acquires=_int(d.get("acquires")),
+            hold=Histogram.from_dict(d.get("hold")),
+            waits=_int(d.get("waits")),
+            waited=_float(d.get("waited")),
+        )
+
+
+@dataclass
+class Blame:
+    """A row of "who made them wait": a site or route of one pool."""
+
+    pool: str
+    key: str  # the route, or the site id as text
+    site: int | None
+    seconds: float  # connection-seconds held while someone waited
+    share: float  # of all such seconds in the pool (0..1)
+
+
+def _float(v: Any) -> float:
+    if isinstance(v, (int, float)) and not isinstance(v, bool):
+        try:
+            f = float(v)
+        except OverflowError:
+            return 0.0
+        return f if math.isfinite(f) and f >= 0 else 0.0
+    return 0.0
+
+
+def _int(v: Any) -> int:
+    return v if isinstance(v, int) and not isinstance(v, bool) and v >= 0 else 0
+
+
+def _opt_int(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+class Attribution:
+    """Labels, backend pids, per-route use and wait blame, folded from events."""
+
+    def __init__(self) -> None:
+        self.labels: dict[int, dict[str, str]] = {}
+        self.pids: dict[tuple[str, str], int] = {}
+        self.routes: dict[tuple[str, str], RouteStats] = {}
+        self.caused: dict[Key, float] = {}
+        self.waited: dict[str, float] = {}  # seconds someone waited, per pool (union)
+        # Per second: the charges booked, and seconds someone waited per pool.
+        self._buckets: deque[tuple[int, dict[Key, float], dict[str, float]]] = deque()
+        self._recent: dict[str, deque[tuple[float, float, int | None, int | None]]] = {}
+        self._cover: dict[str, list[list[float]]] = {}
+
+    # -- queries -----------------------------------------------------------------
+    def route_of(self, tags: int | None) -> str:
+        """The ``route`` label of a labels id ("" when none)."""
+        if tags is None:
+            return ""
+        return self.labels.get(tags, {}).get("route", "")
+
+    def label_text(self, tags: int | None) -> str:
+        """Labels as ``k=v`` words, the route first and bare."""
+        labels = self.labels.get(tags, {}) if tags is not None else {}
+        words = [labels["route"]] if "route" in labels else []
+        words += [f"{k}={v}" for k, v in sorted(labels.items()) if k != "route"]
+        return " ".join(words)
+
+    def blame(self, by: str = "route", since: float | None = None) -> list[Blame]:
+        """Sites (``by="site"``) or routes by connection-seconds held while someone
+        waited, most first; over everything, or the charges at or after ``since``."""
+        if since is None:
+            charges = self.caused.items()
+        else:
+            total: dict[Key, float] = {}
+            for sec, bucket, _ in self._buckets:
+                if sec + 1 > since:
+                    for k, v in bucket.items():
+                        total[k] = total.get(k, 0.0) + v
+            charges = total.items()
+        rows: dict[tuple[str, str], list[Any]] = {}
+        per_pool: dict[str, float] = {}
+        for (pool, site, tags), secs in charges:
+            key = self.route_of(tags) if by == "route" else ("" if site is None else str(site))
+            row = rows.setdefault((pool, key), [site, 0.0])
+            row[1] += secs
+            per_pool[pool] = per_pool.get(pool, 0.0) + secs
+        out = [
+            Blame(pool, key, site, secs, secs / per_pool[pool] if per_pool[pool] > 0 else 0.0)
+            for (pool, key), (site, secs) in rows.items()
+        ]
+        out.sort(key=lambda b: (-b.seconds, b.pool, b.key))
+        return out
+
+    def waited_since(self, since: float | None = None) -> dict[str, float]:
+        """Seconds someone waited, per pool (all, or from ``since``)."""
+        if since is None:
+            return dict(self.waited)
+        out: dict[str, float] = {}
+        for sec, _, waits in self._buckets:
+            if sec + 1 > since:
+                for pool, v in waits.items():
+                    out[pool] = out.get(pool, 0.0) + v
+        return out
+
+    # -- the fold ----------------------------------------------------------------
+    def on_tags(self, tid: int, labels: Any) -> None:
+        if not isinstance(labels, dict) or (
+            len(self.labels) >= MAX_LABELS and tid not in self.labels
+        ):
+            return
+        self.labels[tid] = {str(k): str(v) for k, v in list(labels.items())[:32]}
+
+    def on_connect(self, pool: str, conn: str, pid: Any) -> None:
+        if isinstance(pid, int) and not isinstance(pid, bool) and len(self.pids) < MAX_PIDS:
+            self.pids[(pool, conn)] = pid
+
+    def on_acquire(
+        self,
+        pool: str,
+        t: float,
+        wait: float,
+        tags: int | None,
+        holders: dict[str, Any],
+    ) -> None:
+        """An acquire (before its holder is added): per-route use, and its wait charged."""
+        waited = wait >= WAIT_MIN
+        if tags is not None:
+            r = self._route(pool, tags)
+            if r is not None:
+                r.acquires += 1
+                if waited:
+                    r.waits += 1
+                    r.waited += wait
+        if waited:
+            self.charge(pool, t - wait, t, holders)
+
+    def on_release(self, pool: str, h: HolderLike | None, t: float, hold: float) -> None:
+        """A hold ended (released, or closed while held)."""
+        if h is None:
+            return
+        recent = self._recent.get(pool)
+        if recent is None:
+            recent = self._recent[pool] = deque(maxlen=RECENT_HOLDS)
+        recent.append((h.since, t, h.site, h.tags))
+        while recent[0][1] < t - HORIZON:
+            recent.popleft()
+        if h.tags is not None:
+            r = self._route(pool, h.tags)
+            if r is not None:
+                r.hold.add_trusted(hold if hold > 0.0 else 0.0)
+
+    def on_close(self, pool: str, conn: str) -> None:
+        self.pids.pop((pool, conn), None)
+
+    def _route(self, pool: str, tags: int) -> RouteStats | None:
+        key = (pool, self.route_of(tags))
+        r = self.routes.get(key)
+        if r is None:
+            if len(self.routes) >= MAX_ROUTES:
+                return None
+            r = self.routes[key] = RouteStats()
+        return r
+
+    def charge(self, pool: str, a: float, b: float, holders: dict[str, Any]) -> None:
+        """Charge the waiting interval [a, b] of ``pool`` to whoever held meanwhile
+        (only the part not charged already by another waiter)."""
+        if not b - a >= WAIT_MIN:
+            return
+        parts = self._uncovered(pool, a, b)
+        if not parts:
+            return
+        caused = self.caused
+        _, bucket, waits = self._bucket(b)
+        recent = self._recent.get(pool, ())
+        for x, y in parts:
+            self.waited[pool] = self.waited.get(pool, 0.0) + (y - x)
+            waits[pool] = waits.get(pool, 0.0) + (y - x)
+            for h in list(holders.values()):
+                since = h.since
+                if since < y:
+                    self._book(caused, bucket, (pool, h.site, h.tags), y - max(x, since))
+            for s, e, site, tg in reversed(recent):
+                if e <= x:
+                    if e < x - 1.0:  # ended holds come roughly in order of their end
+                        break
+                    continue
+                overlap = min(e, y) - max(s, x)
+                if overlap > 0:
+                    self._book(caused, bucket, (pool, site, tg), overlap)
+
+    @staticmethod
+    def _book(caused: dict[Key, float], bucket: dict[Key, float], key: Key, s: float) -> None:
+        if key not in caused and len(caused) >= MAX_KEYS:
+            key = (key[0], None, None)  # beyond the bound: one anonymous key per pool
+        caused[key] = caused.get(key, 0.0) + s
+        bucket[key] = bucket.get(key, 0.0) + s
+
+    def _bucket(self, t: float) -> tuple[int, dict[Key, float], dict[str, float]]:
+        sec = int(t)
+        buckets = self._buckets
+        if buckets and buckets[-1][0] >= sec:
+            return buckets[-1]  # same second (or a little out of order)
+        buckets.append((sec, {}, {}))
+        while buckets[0][0] < sec - WINDOW_KEPT:
+            buckets.popleft()
+        return buckets[-1]
+
+    def _uncovered(self, pool: str, a: float, b: float) -> list[tuple[float, float]]:
+        """The parts of [a, b] no earlier wait of the pool covered; records [a, b]."""
+        cover = self._cover.setdefault(pool, [])
+        parts: list[tuple[float, float]] = []
+        cur = a
+        for s, e in cover:
+            if e <= cur:
+                continue
+            if s >= b:
+                break
+            if s > cur:
+                parts.append((cur, s))
+            cur = max(cur, e)
+            if cur >= b:
+                break
+        if cur < b:
+            parts.append((cur, b))
+        merged: list[list[float]] = []
+        placed = False
+        for iv in cover:
+            if not placed and iv[0] > b:
+                merged.append([a, b])
+                placed = True
+            if merged and iv[0] <= merged[-1][1] and iv[1] >= merged[-1][0]:
+                merged[-1][0] = min(merged[-1][0], iv[0])
+                merged[-1][1] = max(merged[-1][1], iv[1])
+            elif not placed and iv[1] >= a and iv[0] <= b:
+                merged.append([min(a, iv[0]), max(b, iv[1])])
+                placed = True
+            else:
+                merged.append(list(iv))
+        if not placed:
+            merged.append([a, b])
+        self._cover[pool] = merged[-COVER_KEPT:]
+        return parts
+
+    # -- serialisation (part of the ``sync`` state) -------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "labels": {str(k): v for k, v in self.labels.items()},
+            "pids": [[p, c, pid] for (p, c), pid in self.pids.items()],
+            "routes": [[p, r, s.to_dict()] for (p, r), s in self.routes.items()],
+            "caused": [[p, s, g, v] for (p, s, g), v in self.caused.items()],
+            "waited": dict(self.waited),
+            "buckets": [
+                [sec, [[p, s, g, v] for (p, s, g), v in b.items()], w]
+                for sec, b, w in self._buckets
+            ],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Any) -> Attribution:
+        """From a peer's ``sync``: anything malformed is left out, never raised."""
+        a = cls()
+        if not isinstance(d, dict):
+            return a
+        labels = d.get("labels")
+        if isinstance(labels, dict):
+            for k, v in list(labels.items())[:MAX_LABELS]:
+                if isinstance(k, str) and k.isdigit():
+                    a.on_tags(int(k), v)
+        for row in _rows(d.get("pids"), 3)[:MAX_PIDS]:
+            a.on_connect(str(row[0]), str(row[1]), row[2])
+        for row in _rows(d.get("routes"), 3)[:MAX_ROUTES]:
+            if isinstance(row[2], dict):
+                a.routes[(str(row[0]), str(row[1]))] = RouteStats.from_dict(row[2])
+        for row in _rows(d.get("caused"), 4)[:MAX_KEYS]:
+            a.caused[(str(row[0]), _opt_int(row[1]), _opt_int(row[2]))] = _float(row[3])
+        waited = d.get("waited")
+        if isinstance(waited, dict):
+            for k, v in list(waited.items())[:MAX_KEYS]:
+                a.waited[str(k)] = _float(v)
+        for row in _rows(d.get("buckets"), 3)[-WINDOW_KEPT:]:
+            bucket: dict[Key, float] = {}
+            waits: dict[str, float] = {}
+            if isinstance(row[2], dict):
+                waits = {str(k): _float(v) for k, v in list(row[2].items())[:MAX_KEYS]}
+            for c in _rows(row[1], 4)[:MAX_KEYS]:
+                bucket[(str(c[0]), _opt_int(c[1]), _opt_int(c[2]))] = _float(c[3])
+            sec = row[0]
+            if isinstance(sec, int) and not isinstance(sec, bool):
+                a._buckets.append((sec, bucket, waits))
+        return a
+
+
+def _rows(v: Any, n: int) -> list[list[Any]]:
+    """The items of ``v`` that are lists of at least ``n`` values."""
+    if not isinstance(v, list):
+        return []
+    return [r for r in v if isinstance(r, list) and len(r) >= n]

@@ -1,0 +1,111 @@
+"""ASGI middleware: tag every request's acquires with its route template.
+
+    from poolscope.instrument.asgi import PoolscopeMiddleware
+    app.add_middleware(PoolscopeMiddleware)          # Starlette / FastAPI
+    app = PoolscopeMiddleware(app)                   # any ASGI application
+
+Every acquire made while serving a request carries ``route`` = ``METHOD
+/template`` (``GET /articles/{slug}``, never the raw path), and the task serving
+the request is named so, so holders and leaks say which route holds a
+connection. The template is read after routing, from ``scope["route"]`` (Starlette
+and FastAPI put the matched route there; Mounts add their prefix to
+``root_path``); before that, or with a framework that says nothing, the route is
+the method and a bounded path prefix (``GET /articles/…``). Standard library
+only: the framework is read through the scope, never imported.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, MutableMapping
+from typing import Any
+
+from . import errors
+from .tags import RequestLabels, current, fallback_route, template_route
+
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
+Receive = Callable[[], Awaitable[Message]]
+Send = Callable[[Message], Awaitable[None]]
+ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
+
+
+class AsgiRequestLabels(RequestLabels):
+    __slots__ = ("method", "root_path", "scope")
+
+    def __init__(self, scope: Scope, method: str, holder: Any) -> None:
+        super().__init__(fallback_route(method, str(scope.get("path") or "/")), holder)
+        self.scope = scope
+        self.method = method
+        self.root_path = str(scope.get("root_path") or "")
+
+    def find_route(self) -> str | None:
+        scope = self.scope
+        route = scope.get("route")
+        if route is None:
+            route = _route_by_endpoint(scope)
+        if route is None:
+            return None
+        path = getattr(route, "path_format", None) or getattr(route, "path", None)
+        if not isinstance(path, str):
+            return None
+        # A Mount puts its prefix in root_path; the route's own path is below it.
+        root = str(scope.get("root_path") or "")
+        prefix = root[len(self.root_path) :] if root.startswith(self.root_path) else ""
+        return template_route(self.method, prefix + path)
+
+
+def _route_by_endpoint(scope: Scope) -> Any:
+    """A router that records only the endpoint: the route whose endpoint it is."""
+    endpoint = scope.get("endpoint")
+    router = scope.get("router")
+    if endpoint is None or router is None:
+        return None
+    for r in getattr(router, "routes", ()) or ():
+        if getattr(r, "endpoint", None) is endpoint:
+            return r
+    return None
+
+
+class PoolscopeMiddleware:
+    """Wraps an ASGI application; see the module's documentation."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        kind = scope.get("type")
+        if kind not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        labels: AsgiRequestLabels | None = None
+        token = None
+        try:
+            method = str(scope.get("method") or "WS") if kind == "http" else "WS"
+            labels = AsgiRequestLabels(scope, method, asyncio.current_task())
+            labels.start()
+            token = current.set(labels)
+        except Exception as exc:
+            errors.report("asgi middleware", exc)
+
+        if labels is None:
+            await self.app(scope, receive, send)
+            return
+        found = labels
+
+        async def send_routed(message: Message) -> None:
+            # The response starts after routing: the route is known by now (and the
+            # framework may forget it when the request ends).
+            if message.get("type") in ("http.response.start", "websocket.accept"):
+                found.route()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_routed)
+        finally:
+            try:
+                found.finish()
+                if token is not None:
+                    current.reset(token)
+            except Exception as exc:
+                errors.report("asgi middleware", exc)
