@@ -27,8 +27,8 @@ TOKEN = "s3cret-token-\u00e9"
 
 
 def _bound_host(rt: runtime_module.Runtime) -> str:
-    assert rt.server is not None and rt.server._server is not None
-    return str(rt.server._server.sockets[0].getsockname()[0])
+    assert rt.server is not None and rt.server.sockets
+    return str(rt.server.sockets[0].getsockname()[0])
 
 
 def _exchange(port: int, first: bytes | None, wait: float = 1.0) -> bytes:

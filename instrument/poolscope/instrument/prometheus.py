@@ -12,9 +12,10 @@ export is asked for.
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 import threading
+import time
+import weakref
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
@@ -30,8 +31,13 @@ __all__ = ["PoolscopeCollector", "register", "unregister"]
 
 log = logging.getLogger("poolscope")
 
-#: How long a scrape waits for the runtime thread to take a consistent snapshot.
-SNAPSHOT_TIMEOUT = 2.0
+#: Longest a scrape waits for a snapshot at least as new as the model it found; after
+#: that it takes the latest one published (at most a tick older).
+SNAPSHOT_WAIT = 0.15
+#: A snapshot is published on the runtime thread while scrapes came this recently.
+DEMAND_WINDOW = 300.0
+#: ... and at least this often, even with no scraper waiting.
+REFRESH_INTERVAL = 1.0
 
 _lock = threading.Lock()
 # id(registry) -> (registry, collector): registering twice returns the first one.
@@ -42,33 +48,86 @@ def _build(rt: Runtime) -> list[Family]:
     return families([Source(rt.model, internal_errors=errors.count())])
 
 
-def snapshot(rt: Runtime) -> list[Family]:
-    """The model's metric families, read on the runtime thread when it runs.
+class _Published:
+    """The latest snapshot the runtime thread made, and what it saw: (model
+    generation, internal errors). The scraping thread only reads it."""
 
-    The runtime thread mutates the model; reading it there gives a consistent
-    snapshot (a histogram's count always equals its acquires) and no "dict
-    changed size during iteration" from a scraping thread.
+    def __init__(self) -> None:
+        self.cond = threading.Condition()
+        self.key: tuple[int, int] | None = None
+        self.families: list[Family] | None = None
+        self.at = 0.0
+        self.demand = float("-inf")
+        self.waiting = 0
+
+    def fresh_for(self, want: tuple[int, int]) -> bool:
+        key = self.key
+        return key is not None and key[0] >= want[0] and key[1] >= want[1]
+
+
+_published: weakref.WeakKeyDictionary[Runtime, _Published] = weakref.WeakKeyDictionary()
+
+
+def _key(rt: Runtime) -> tuple[int, int]:
+    return (rt.generation, errors.count())
+
+
+def _publisher(rt: Runtime) -> _Published:
+    with _lock:
+        pub = _published.get(rt)
+        if pub is None:
+            pub = _published[rt] = _Published()
+            p = pub
+
+            def publish() -> None:  # a tick hook: on the runtime thread, between folds
+                now = time.monotonic()
+                if now - p.demand > DEMAND_WINDOW:
+                    return
+                key = _key(rt)
+                if key == p.key or (not p.waiting and now - p.at < REFRESH_INTERVAL):
+                    return
+                fams = _build(rt)
+                with p.cond:
+                    p.key, p.families, p.at = key, fams, now
+                    p.cond.notify_all()
+
+            rt.tick_hooks.append(publish)
+        return pub
+
+
+def snapshot(rt: Runtime) -> list[Family]:
+    """The model's metric families, as the runtime thread last published them.
+
+    The runtime thread mutates the model; a snapshot made there, between two folds,
+    is consistent (a histogram's count always equals its acquires) and the scrape
+    never iterates a dict the other thread changes. The scrape does not schedule
+    anything on the loop and never waits for it: it waits at most SNAPSHOT_WAIT for a
+    snapshot that has seen the model as the scrape found it, else it serves the
+    latest one (a busy tick late by that much is still a tick behind, not seconds).
     """
     loop = rt.loop
     if (
         loop is not None
         and loop.is_running()
         and not loop.is_closed()
+        and rt.thread is not None
+        and rt.thread.is_alive()
         and threading.current_thread() is not rt.thread
     ):
-        fut: concurrent.futures.Future[list[Family]] = concurrent.futures.Future()
-
-        def work() -> None:
-            try:
-                fut.set_result(_build(rt))
-            except BaseException as exc:
-                fut.set_exception(exc)
-
-        try:
-            loop.call_soon_threadsafe(work)
-            return fut.result(SNAPSHOT_TIMEOUT)
-        except (RuntimeError, concurrent.futures.TimeoutError):
-            pass  # loop stopped or stuck: read directly, retrying on a race below
+        pub = _publisher(rt)
+        want = _key(rt)
+        with pub.cond:
+            pub.demand = time.monotonic()
+            if not pub.fresh_for(want):
+                pub.waiting += 1
+                try:
+                    pub.cond.wait_for(lambda: pub.fresh_for(want), SNAPSHOT_WAIT)
+                finally:
+                    pub.waiting -= 1
+            if pub.families is not None:
+                return pub.families
+    # No runtime thread (or called on it): the model does not move under us - read
+    # it directly, retrying on a race with a thread just starting.
     for _ in range(3):
         try:
             return _build(rt)

@@ -33,6 +33,8 @@ DRAIN_INTERVAL = 0.02
 #: Raw events folded and broadcast per step; between steps the senders write, so a
 #: backlog reaches a healthy observer in pieces instead of overflowing its queue at once.
 DRAIN_CHUNK = 2048
+#: Chunks drained per tick at most (a backlog is worked off in ticks of this size).
+TICK_CHUNKS = 8
 STATE_INTERVAL = 1.0
 LEAK_CHECK_INTERVAL = 0.25
 MAX_SITES = 10_000
@@ -90,6 +92,13 @@ def _current_stack(holder: Any) -> list[dict[str, Any]]:
     return []
 
 
+def _quiet_loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+    exc = context.get("exception")
+    if not isinstance(exc, BaseException):
+        exc = RuntimeError(str(context.get("message", "asyncio error")))
+    errors.report("runtime loop", exc)
+
+
 class Runtime:
     """The process-wide poolscope runtime (one per process; see :func:`get_runtime`)."""
 
@@ -115,6 +124,13 @@ class Runtime:
         #: In-process listeners called (on the background thread) with every batch
         #: of events after it is folded - for tests and embedders; must not block.
         self.taps: list[Callable[[list[Event]], None]] = []
+        #: Called on the background thread at the end of every tick (the in-app
+        #: /metrics publishes its snapshot there); must not block.
+        self.tick_hooks: list[Callable[[], None]] = []
+        #: Bumped whenever the model folds something: a snapshot names what it saw.
+        self.generation = 0
+        # serve()'s limits, kept for a forked child's own server.
+        self._serve_limits: dict[str, Any] = {}
         # Internal errors by place, waiting for the next drain: (count, last message).
         self._errors: dict[str, tuple[int, str]] = {}
         self._errors_lock = threading.Lock()
@@ -145,6 +161,9 @@ class Runtime:
 
     def _run_thread(self) -> None:
         loop = asyncio.new_event_loop()
+        # poolscope's own loop only: whatever asyncio would print (tracebacks of
+        # callbacks, "socket.send() raised exception") is counted and logged once.
+        loop.set_exception_handler(_quiet_loop_errors)
         self.loop = loop
         asyncio.set_event_loop(loop)
         self._tasks = [
@@ -171,8 +190,14 @@ class Runtime:
         *,
         allow_remote: bool = False,
         token: str | None = None,
+        max_observers: int | None = None,
+        allow_other_users: bool | None = None,
     ) -> Endpoint:
-        """Start the stream server (idempotent); returns where it listens."""
+        """Start the stream server (idempotent); returns where it listens.
+
+        ``max_observers`` (default ``$POOLSCOPE_MAX_OBSERVERS`` or 64) caps observers
+        served at once; ``allow_other_users`` (default ``$POOLSCOPE_ALLOW_OTHER_USERS=1``)
+        lets loopback TCP peers of another user in (see docs/security.md)."""
         if self.server is not None and self.endpoint is not None:
             return self.endpoint
         if listen is None:
@@ -186,7 +211,16 @@ class Runtime:
             )
         self._listen_token = token
         self._serve_args = (ep, allow_remote, token)
-        server = StreamServer(self._greeting, token=token)
+        self._serve_limits = {
+            "max_observers": max_observers,
+            "allow_other_users": allow_other_users,
+        }
+        server = StreamServer(
+            self._greeting,
+            token=token,
+            max_observers=max_observers,
+            allow_other_users=allow_other_users,
+        )
         self.endpoint = self.call(server.start(ep))
         self.server = server
         if self.endpoint != ep and ep.port != 0:  # the asked-for port was taken
@@ -230,7 +264,7 @@ class Runtime:
                     ep = Endpoint(host="", port=0, path=f"{ep.path}.{os.getpid()}")
                 else:
                     ep = Endpoint(host=ep.host, port=0)
-                self.serve(ep, allow_remote=allow_remote, token=token)
+                self.serve(ep, allow_remote=allow_remote, token=token, **self._serve_limits)
         except Exception as exc:
             errors.report("after fork", exc)
 
@@ -355,12 +389,38 @@ class Runtime:
 
     # -- the background work -----------------------------------------------------
     async def _drain_loop(self) -> None:
+        """The tick, one loop iteration each: accept and close first, then drain and
+        fold up to TICK_CHUNKS chunks (each broadcast as one shared blob), then greet
+        and write - one send per observer. When the application's thread is CPU-bound,
+        every GIL release costs this thread a switch interval, so a tick does a lot at
+        once rather than a little often (a backlog waits for the next tick, not for a
+        wake-up per event)."""
         while True:
             more = False
+            server = self.server
+            if server is not None:
+                try:
+                    server.service()
+                except Exception as exc:
+                    errors.report("stream server", exc)
             try:
                 more = self._drain()
+                chunks = 1
+                while more and chunks < TICK_CHUNKS and not (server and server.lagging()):
+                    more = self._drain()
+                    chunks += 1
             except Exception as exc:
                 errors.report("drain", exc)
+            if server is not None:
+                try:
+                    server.deliver()
+                except Exception as exc:
+                    errors.report("stream server", exc)
+            for hook in self.tick_hooks:
+                try:
+                    hook()
+                except Exception as exc:
+                    errors.report("tick hook", exc)
             await asyncio.sleep(self._pause() if more else DRAIN_INTERVAL)
 
     def _pause(self) -> float:
@@ -621,6 +681,8 @@ class Runtime:
             pending.clear()
         if n_fast:
             model.advance_many(n_fast, t_first, t_last)
+        if items or first:
+            self.generation += 1
         if events:
             self._tap(events)
         if lines and server is not None:
@@ -631,6 +693,7 @@ class Runtime:
         return bool(self.recorder.buffer)
 
     def _fold(self, events: list[Event]) -> None:
+        self.generation += 1
         apply = self.model.apply
         for ev in events:
             try:
