@@ -16,8 +16,11 @@ from poolscope.endpoint import Endpoint
 
 # The adapters register themselves in ``adapter.registry`` at import (standard library
 # only: each imports its pool library lazily, when it attaches).
+from . import aiohttp as _aiohttp
 from . import asyncpg as _asyncpg
+from . import httpx as _httpx
 from . import psycopg as _psycopg
+from . import redis as _redis
 from . import reference as _reference
 from . import sqlalchemy as _sqlalchemy
 from .adapter import (
@@ -29,22 +32,25 @@ from .adapter import (
 )
 from .runtime import Runtime, get_runtime
 from .tags import tag
+from .track import Tracker, track
 
 __all__ = [
     "Adapter",
     "Runtime",
+    "Tracker",
     "get_runtime",
     "instrument",
     "registry",
     "serve",
     "shutdown",
     "tag",
+    "track",
     "uninstrument",
 ]
 
 log = logging.getLogger("poolscope")
 
-del _asyncpg, _psycopg, _reference, _sqlalchemy
+del _aiohttp, _asyncpg, _httpx, _psycopg, _redis, _reference, _sqlalchemy
 
 
 def _adapter_for(obj: Any) -> Adapter:
