@@ -16,12 +16,20 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 def _command(entry: dict[str, Any]) -> str:
     import psutil
 
+    from poolscope.instrument.redact import redact_argv
+
+    # The live command line carries what the application was started with: secrets too.
     try:
-        return " ".join(psutil.Process(int(entry["pid"])).cmdline()) or str(entry.get("process"))
+        cmdline = psutil.Process(int(entry["pid"])).cmdline()
+        if cmdline:
+            return " ".join(redact_argv(cmdline))
+        return str(entry.get("process"))
     except (psutil.Error, OSError):
         argv = entry.get("argv")
         return (
-            " ".join(map(str, argv)) if isinstance(argv, list) else str(entry.get("process", "?"))
+            " ".join(redact_argv(argv))
+            if isinstance(argv, list)
+            else str(entry.get("process", "?"))
         )
 
 
@@ -29,7 +37,7 @@ def rows() -> list[dict[str, Any]]:
     from poolscope.commands.attach import live_entries
 
     out = []
-    for e in live_entries():
+    for e in live_entries(prune=True):
         pools = e.get("pools")
         out.append(
             {

@@ -66,7 +66,9 @@ class ConnIds:
 
 
 def describe_error(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+    # Redact first, then cut: a DSN straddling the cut would leak its password's start.
+    text = errors.redact(str(exc)).strip()
+    text = text.splitlines()[0] if text else ""
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 

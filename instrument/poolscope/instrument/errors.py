@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import logging
-import re
 import threading
 from collections.abc import Callable
+
+from . import redact as _redact
 
 log = logging.getLogger("poolscope")
 
@@ -24,22 +25,8 @@ def count() -> int:
     return _count
 
 
-# A password in a URL (scheme://user:PASSWORD@host) or a libpq keyword string.
-_SECRETS = re.compile(
-    r"(?P<url>://[^\s:/@]*:)\S*@"  # greedy: an unencoded "@" in the password too
-    r"|(?P<kw>\b(?:password|passwd|pwd|sslpassword)\s*=\s*)(?:'(?:[^'\\]|\\.)*'|\S+)",
-    re.IGNORECASE,
-)
-
-
-def redact(text: str) -> str:
-    """``text`` with any DSN password replaced by ``***`` (for messages that may
-    quote a connection string: exceptions of drivers, errors of pools)."""
-    if "@" not in text and "=" not in text:
-        return text
-    return _SECRETS.sub(
-        lambda m: f"{m.group('url')}***@" if m.group("url") else f"{m.group('kw')}***", text
-    )
+# The one redaction function (here too under its old name: errors.redact).
+redact = _redact.redact
 
 
 def report(where: str, exc: BaseException) -> None:

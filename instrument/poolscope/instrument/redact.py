@@ -1,19 +1,171 @@
-"""Turn a DSN or connection parameters into a pool ``target``: ``host:port/dbname``.
+"""Secrets never leave the application: the one redaction function, and pool targets.
 
-Never a user name, never a password: the target travels in events to every observer
-and into recordings. Handles libpq URLs (``postgresql://u:p@h:5432/db?x=y``, also
-SQLAlchemy's ``postgresql+driver://``), libpq keyword strings (``host=h password=p``)
-and multi-host lists. Anything unparseable becomes ``"?"`` rather than leak text.
+Everything poolscope sends, logs or writes passes through here first - error texts
+(a driver's message may quote the DSN), pool names (a DSN given as a name), targets,
+the command line (``--dsn postgresql://u:PW@h``, ``--password PW``) and source lines
+of stacks. Redaction happens before any truncation: a secret cut in half by a length
+limit would leak its first half.
+
+``redact(text)`` masks
+
+- the password of a URL's userinfo, ``scheme://user:PASSWORD@host``, up to the last
+  ``@`` of the line (an unencoded space, ``@``, ``#`` or ``?`` in the password too);
+- the value of anything named like a secret (:func:`is_secret_name`) and given with
+  ``=`` or ``:`` - libpq keywords (``password=pw``, ``password='p w'``), environment
+  assignments (``PGPASSWORD=pw``), dict reprs (``'password': 'pw'``), JSON
+  (``"password": "pw"``), YAML-ish and log text (``password: pw``), query strings
+  (``?password=pw``) and HTTP headers (``Authorization: Bearer tok``).
+
+``redact_argv(argv)`` does that to every argument and also masks the value of a flag
+named like a secret, ``--password PW`` and ``--password=PW``. ``-p`` is not masked:
+it is the port for psql and most tools, a password only for some.
+
+``target_from_dsn(dsn)`` is a pool's ``host:port/dbname``: never a user name, never a
+password, ``"?"`` when the DSN cannot be read without guessing.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from typing import Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote
 
 DEFAULT_PORT = 5432
-_KV = re.compile(r"""(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)""")
+MASK = "***"
+
+# -- names ---------------------------------------------------------------------------
+
+# Words that name a secret on their own (``--key``, ``pass=``, ``auth:``) ...
+_SECRET_WORDS = frozenset(
+    {
+        "password",
+        "passwd",
+        "passphrase",
+        "pass",
+        "pwd",
+        "pw",
+        "pgpass",
+        "secret",
+        "secrets",
+        "token",
+        "key",
+        "apikey",
+        "credential",
+        "credentials",
+        "cred",
+        "creds",
+        "auth",
+        "authorization",
+    }
+)
+# ... and stems that make any word containing them one (PGPASSWORD, sslpassword,
+# authtoken, dbsecret).
+_SECRET_STEMS = ("password", "passwd", "passphrase", "secret", "token", "credential", "apikey")
+# A last word that makes the name a type, not a setting: ``KeyError: 'x'`` and
+# asyncpg's ``InvalidPasswordError: password authentication failed`` are messages.
+_NOT_SECRET_LAST = frozenset({"error", "exception", "warning", "failed", "failure"})
+_CAMEL = re.compile(r"(?<=[a-z0-9])(?=[A-Z])")
+_WORD_SPLIT = re.compile(r"[^a-z0-9]+")
+
+
+def is_secret_name(name: str) -> bool:
+    """True for a setting, flag or key whose value is a secret: ``password``,
+    ``PGPASSWORD``, ``db-password``, ``api_key``, ``apiKey``, ``token``, ``secret``,
+    ``credentials``, ``auth`` ... but not ``no-password`` (a switch) nor ``KeyError``."""
+    words = [w for w in _WORD_SPLIT.split(_CAMEL.sub("_", name).lower()) if w]
+    if not words or words[0] == "no" or words[-1] in _NOT_SECRET_LAST:
+        return False
+    return any(w in _SECRET_WORDS or any(s in w for s in _SECRET_STEMS) for w in words)
+
+
+# -- free text ----------------------------------------------------------------------
+
+# scheme://user:PASSWORD@ - greedy to the last "@" on the line, so a password with an
+# unencoded "@", space, "#" or "?" is masked whole (masking a little more is the safe
+# side of the ambiguity).
+_URL_PASSWORD = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\n]*@")
+
+# name <sep> value, where the name may be quoted ('password': / "password":).
+_NAMED = re.compile(r"""(?P<q>["']?)(?P<name>[A-Za-z_][\w.-]*)(?P=q)[ \t]*(?P<sep>[=:])[ \t]*""")
+_VALUE = re.compile(
+    # 'quoted' (libpq, Python repr) and "quoted" (JSON, repr), and what sticks to the
+    # closing quote (the shell's PGPASSWORD='a'b is "ab")
+    r"""(?:[bBrRuU]{0,2}'(?:[^'\\\n]|\\.)*'|[bBrRuU]{0,2}"(?:[^"\\\n]|\\.)*")"""
+    r"""(?:[^\s,;:}\])&]\S*)?"""
+    r"""|['"][^\n]*"""  # an unterminated quote: to the end of the line
+    r"""|(?i:bearer|basic|digest|token)[ \t]+\S+"""  # Authorization: Bearer tok
+    r"""|\S+"""
+)
+
+
+def redact(text: str) -> str:
+    """``text`` with every password and secret value replaced by ``***``."""
+    if not isinstance(text, str):
+        text = str(text)
+    if "=" not in text and ":" not in text:
+        return text
+    if "://" in text:
+        text = _URL_PASSWORD.sub(lambda m: f"{m.group('pre')}{MASK}@", text)
+    out: list[str] = []
+    done = pos = 0  # text[:done] is in out; the next name is searched from pos
+    while (m := _NAMED.search(text, pos)) is not None:
+        if m.group("sep") == ":" and not m.group("q") and m.end() == m.end("sep"):
+            # "name: value" takes a space after an unquoted name (YAML, logs), so
+            # host:port ("auth-db:5432") and a URL's scheme are not names.
+            pos = m.end()
+            continue
+        if not is_secret_name(m.group("name")):
+            pos = m.end("sep")  # its value may itself hold "password=..."
+            continue
+        v = _VALUE.match(text, m.end())
+        if v is None:  # nothing after the separator
+            pos = m.end()
+            continue
+        value = v.group(0)
+        quote = (
+            value[-1] if len(value) > 1 and value[-1] in "'\"" and value[-1] in value[:-1] else ""
+        )
+        out.append(text[done : m.end()])
+        out.append(f"{quote}{MASK}{quote}")  # a masked JSON or repr stays well-formed
+        done = pos = v.end()
+    out.append(text[done:])
+    return "".join(out)
+
+
+def redact_argv(argv: Iterable[Any]) -> list[str]:
+    """A command line with secrets masked: each argument through :func:`redact`, and
+    the value of a secret-named flag (``--password PW``, ``--password=PW``,
+    ``-password PW``) replaced by ``***``."""
+    out: list[str] = []
+    hide_next = False
+    for raw in argv:
+        arg = str(raw)
+        if hide_next:
+            out.append(MASK)
+            hide_next = False
+            continue
+        m = _FLAG.match(arg)
+        if m is not None and (m.group("dashes") or m.group("value") is not None):
+            secret = is_secret_name(m.group("name"))
+        else:
+            secret = False
+        if m is not None and secret:
+            if m.group("value") is not None:  # --password=PW, PGPASSWORD=P W
+                out.append(f"{m.group('dashes')}{m.group('name')}={MASK}")
+            else:
+                out.append(arg)
+                hide_next = True
+            continue
+        out.append(redact(arg))
+    return out
+
+
+# --name, -name, --name=value, or NAME=value (an environment assignment via env(1)).
+_FLAG = re.compile(r"(?P<dashes>-{0,2})(?P<name>[A-Za-z_][\w.-]*)(?:=(?P<value>.*))?\Z", re.DOTALL)
+
+
+# -- targets ------------------------------------------------------------------------
 
 
 def target(
@@ -25,8 +177,6 @@ def target(
     pairs = []
     for i, h in enumerate(hosts):
         p = ports[i] if i < len(ports) else (ports[-1] if ports else default_port)
-        h = str(h)
-        # A Unix socket directory has no port worth showing separately from its path.
         pairs.append(f"{h}:{p}")
     out = ",".join(pairs)
     return f"{out}/{dbname}" if dbname else out
@@ -40,6 +190,9 @@ def _as_list(value: Any) -> list[Any]:
     if isinstance(value, str) and "," in value:
         return [v for v in value.split(",") if v]
     return [value]
+
+
+_KV = re.compile(r"""(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)""")
 
 
 def target_from_dsn(dsn: str | None, **overrides: Any) -> str:
@@ -63,37 +216,69 @@ def target_from_dsn(dsn: str | None, **overrides: Any) -> str:
     host = overrides.get("host") or host
     port = overrides.get("port") or port
     db = overrides.get("database") or overrides.get("dbname") or db
-    return target(host, port, db)
+    return redact(target(host, port, db))
 
 
 def _parse_url(dsn: str) -> tuple[Any, Any, Any]:
-    parts = urlsplit(dsn)
-    netloc = parts.netloc.rpartition("@")[2]  # drop user:password
+    """Host, port and dbname of a libpq URL, read the way libpq reads it.
+
+    The userinfo ends at the last ``@`` before the first ``/``, so ``#``, ``?``, ``:``
+    and ``@`` in a password stay in the password (urlsplit would end the authority at
+    the ``#`` and show ``admin:2024`` of ``admin:2024#x@db``). What cannot be read
+    without guessing - an ``@`` after the first ``/`` (an unencoded ``/`` in the
+    password), a ``?...=`` before the ``@`` (a query value or a password?) - raises,
+    and the target is ``"?"``.
+    """
+    rest = dsn.split("://", 1)[1]
+    slash = rest.find("/")
+    head, tail = (rest, "") if slash < 0 else (rest[:slash], rest[slash:])
+    if "@" in tail:
+        raise ValueError("ambiguous DSN: '@' after the first '/'")
+    if "@" in head:
+        userinfo, _, authority = head.rpartition("@")
+        if re.search(r"[?#].*=", userinfo):
+            raise ValueError("ambiguous DSN: a query before the last '@'")
+    else:
+        authority = head
+    query = ""
+    cut = re.search(r"[?#]", authority)
+    if cut is not None:  # no path: "postgresql://h?sslmode=x"
+        if authority[cut.start()] == "?":
+            query = authority[cut.start() + 1 :].split("#", 1)[0]
+        authority = authority[: cut.start()]
+    path = tail[1:]
+    cut = re.search(r"[?#]", path)
+    if cut is not None:
+        if path[cut.start()] == "?":
+            query = path[cut.start() + 1 :].split("#", 1)[0]
+        path = path[: cut.start()]
     hosts: list[str] = []
     ports: list[str] = []
-    for item in netloc.split(","):
+    for item in authority.split(","):
         if not item:
             continue
         if item.startswith("["):  # IPv6 literal
-            h, _, rest = item[1:].partition("]")
+            h, _, after = item[1:].partition("]")
             hosts.append(h)
-            if rest.startswith(":") and rest[1:]:
-                ports.append(rest[1:])
+            if after.startswith(":") and after[1:]:
+                ports.append(after[1:])
+            elif after:
+                raise ValueError("bad IPv6 host")
         else:
             h, sep, p = item.partition(":")
             hosts.append(unquote(h))
             if sep and p:
                 ports.append(p)
-    if any(not p.isdigit() for p in ports) or "@" in parts.path:
-        # An unencoded "/" or "@" in a password confuses URL parsing: say nothing
-        # rather than show a fragment of the secret.
-        raise ValueError("ambiguous DSN")
-    db = unquote(parts.path.lstrip("/")) or None
+    if any(not p.isdigit() for p in ports):
+        raise ValueError("port is not a number")
+    db = unquote(path) or None
     # libpq lets the query string carry host/port/dbname too.
-    for key, value in (q.split("=", 1) for q in parts.query.split("&") if "=" in q):
+    for key, value in (q.split("=", 1) for q in query.split("&") if "=" in q):
         if key == "host" and not hosts:
             hosts = [unquote(value)]
         elif key == "port" and not ports:
+            if not value.isdigit():
+                raise ValueError("port is not a number")
             ports = [value]
         elif key == "dbname" and not db:
             db = unquote(value)

@@ -25,6 +25,7 @@ from poolscope.version import __version__
 
 from . import discovery, errors, sites
 from .recorder import PoolHandle, Recorder
+from .redact import redact_argv
 from .server import StreamServer
 
 log = logging.getLogger("poolscope")
@@ -279,12 +280,13 @@ class Runtime:
     def register(self, handle: PoolHandle) -> PoolHandle:
         """Add a pool; its name is made unique in this process."""
         with self._lock:
-            base = name = handle.name
+            # A DSN given as the name would travel to every observer, /metrics and ps.
+            base = name = errors.redact(handle.name)
             n = 2
             while name in self.handles:
                 name = f"{base}-{n}"
                 n += 1
-            if name != base:
+            if name != handle.name:
                 handle.rename(name)
             self.handles[name] = handle
         # The target is shown to every observer (and re-sent in each greeting).
@@ -370,7 +372,7 @@ class Runtime:
             "protocol": PROTOCOL_VERSION,
             "pid": os.getpid(),
             "process": self._process,
-            "argv": sys.argv[:8],
+            "argv": redact_argv(sys.argv)[:8],  # redacted whole, then cut
             "version": __version__,
             "python": sys.version.split()[0],
         }
