@@ -44,7 +44,17 @@ async def test_views_by_number_and_tab(session_path: Path) -> None:
         assert tabs.active == "advice"
         events = app.query_one("#events-table", KeyedTable)
         await pilot.pause()
+        # The events view is the incident log: no acquire/release churn ...
+        incidents = events.row_count
+        assert incidents >= 1
+        types = {str(events.get_row_at(i)[1]) for i in range(incidents)}
+        assert types and not types & {"acquire", "release", "state"}, types
+        # ... until `e` shows every event.
+        await pilot.press("6", "e")
+        await pilot.pause()
+        assert app.churn
         assert events.row_count > 100
+        await pilot.press("7")
         # The mouse works: a click on a tab, then on a pools column header to sort.
         await pilot.click("#--content-tab-leaks")
         assert tabs.active == "leaks"
@@ -165,8 +175,11 @@ async def test_refresh_interval_keys(session_path: Path) -> None:
         await pilot.press("minus", "minus")
         assert app.refresh_interval == 2.0
         assert "refresh 2s" in static_text(app, "#status")
+        assert app.window == 60.0  # the default window of the table and alerts
         await pilot.press("w")
-        assert app.window == 900.0
+        assert app.window == 300.0
+        await pilot.press("w", "w")
+        assert app.window == 60.0
 
 
 async def test_help_lists_every_key(session_path: Path) -> None:

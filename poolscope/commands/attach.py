@@ -10,7 +10,7 @@ import argparse
 from typing import Any
 
 from poolscope.cli import CommandError
-from poolscope.commands.common import endpoint_arg
+from poolscope.commands.common import add_window_arg, endpoint_arg
 from poolscope.endpoint import Endpoint, EndpointError, parse_endpoint
 from poolscope.textsafe import visible
 
@@ -29,6 +29,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="open the TUI even when nothing answers yet, and keep trying",
     )
+    add_window_arg(p)
 
 
 async def _first_answer(endpoints: list[Endpoint], token: str | None) -> str | None:
@@ -49,32 +50,12 @@ async def _first_answer(endpoints: list[Endpoint], token: str | None) -> str | N
     return None if any(r is None for r in results) else results[0]
 
 
-def entry_alive(entry: dict[str, Any]) -> bool:
-    """The process that wrote ``entry`` still runs: its pid is alive and was not
-    reused by a process started after the entry was written."""
-    import psutil
-
+def live_entries() -> list[dict[str, Any]]:
+    """Discovery entries of processes still alive, oldest first."""
+    from poolscope.instrument.discovery import read_entries
     from poolscope.tui.osinfo import pid_alive
 
-    pid = int(entry["pid"])
-    if not pid_alive(pid):
-        return False
-    started = entry.get("started")
-    try:
-        created = psutil.Process(pid).create_time()
-    except (psutil.Error, OSError):
-        return True
-    return not isinstance(started, (int, float)) or created <= float(started) + 1.0
-
-
-def live_entries(*, prune: bool = False) -> list[dict[str, Any]]:
-    """Discovery entries of processes still alive, oldest first; ``prune`` removes
-    the entries of processes that are gone (this user's own entries only)."""
-    from poolscope.instrument.discovery import prune_entries, read_entries
-
-    if prune:
-        prune_entries(entry_alive)
-    return [e for e in read_entries() if entry_alive(e)]
+    return [e for e in read_entries() if pid_alive(int(e["pid"]))]
 
 
 def discovered_endpoints() -> list[Endpoint]:
@@ -111,5 +92,4 @@ def run(args: argparse.Namespace) -> int:
     from poolscope.tui.app import run_tui
 
     title = visible("poolscope " + " ".join(str(e) for e in endpoints))
-    run_tui(endpoints, title=title, token=args.token)
-    return 0
+    return run_tui(endpoints, title=title, token=args.token, window=args.window)

@@ -25,6 +25,30 @@ def positive_float(text: str) -> float:
     return value
 
 
+def window_seconds(text: str) -> float:
+    """argparse ``type=`` for ``--window S`` of the TUI: up to the 15 minutes it keeps."""
+    from poolscope.window import HORIZON
+
+    value = positive_float(text)
+    if value > HORIZON:
+        raise argparse.ArgumentTypeError(f"{text!r}: the TUI keeps at most {HORIZON:g} s")
+    return value
+
+
+def add_window_arg(p: argparse.ArgumentParser) -> None:
+    """``--window S`` for the commands that open the TUI."""
+    from poolscope.window import DEFAULT_WINDOW
+
+    p.add_argument(
+        "--window",
+        type=window_seconds,
+        default=DEFAULT_WINDOW,
+        metavar="S",
+        help=f"seconds of recent data the pools table and alerts cover ({DEFAULT_WINDOW:g}; "
+        "the w key changes it)",
+    )
+
+
 def positive_int(text: str) -> int:
     try:
         value = int(text)

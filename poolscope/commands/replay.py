@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from poolscope.cli import CommandError
-from poolscope.commands.common import positive_float
+from poolscope.commands.common import add_window_arg, positive_float
 from poolscope.textsafe import visible
 
 
@@ -27,6 +27,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         "--start", type=_non_negative, default=0.0, metavar="S", help="start S seconds in"
     )
     p.add_argument("--paused", action="store_true", help="start paused")
+    add_window_arg(p)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,5 +48,5 @@ def run(args: argparse.Namespace) -> int:
     source.playing = not args.paused
     from poolscope.tui.app import PoolscopeApp
 
-    PoolscopeApp(source, title=visible(f"poolscope replay {path.name}")).run()
-    return 0
+    title = visible(f"poolscope replay {path.name}")
+    return PoolscopeApp(source, title=title, window=args.window).run_tui()

@@ -11,6 +11,7 @@ screen still while folding goes on.
 from __future__ import annotations
 
 import os
+import sys
 import time
 from pathlib import Path
 from typing import ClassVar
@@ -25,12 +26,14 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from poolscope.endpoint import Endpoint
+from poolscope.textsafe import visible
 from poolscope.tui import views
-from poolscope.tui.data import LiveSource, ReplaySource, Source
+from poolscope.tui.data import LOG_KEPT, LiveSource, ReplaySource, Source
 from poolscope.tui.keys import KEYS, REFRESH_STEPS, VIEWS, WINDOWS, help_lines
 from poolscope.tui.osinfo import ProcessProbe, ProcInfo
 from poolscope.tui.shots import svg_to_png
 from poolscope.tui.widgets import Chart, KeyedTable
+from poolscope.window import DEFAULT_WINDOW
 
 #: Rows the events view keeps on screen.
 EVENTS_SHOWN = 500
@@ -85,6 +88,7 @@ class PoolscopeApp(App[None]):
         title: str = "poolscope",
         refresh_interval: float = 1.0,
         screenshot_dir: str | Path | None = None,
+        window: float = DEFAULT_WINDOW,
     ) -> None:
         super().__init__()
         self.source = source
@@ -95,7 +99,12 @@ class PoolscopeApp(App[None]):
         )
         self.paused = False
         self.sort = views.SORTS[0]
-        self.window = WINDOWS[1]
+        #: Seconds of data the pools table, its alerts and the chart cover (``w``).
+        self.window = window
+        #: The events view shows the incident log; ``e`` adds the acquire/release churn.
+        self.churn = False
+        #: One line saying why the TUI stopped on an unexpected error ("" if it did not).
+        self.crash = ""
         self.filter = views.Filter()
         self.selected_pool: str | None = None
         self.selected_leak: str | None = None
@@ -118,7 +127,8 @@ class PoolscopeApp(App[None]):
                 yield KeyedTable(views.POOL_COLUMNS, id="pools-table")
                 with Horizontal(id="pool-detail"):
                     yield Chart(self._draw_chart, id="chart")
-                    yield Static(id="hists")
+                    with VerticalScroll(id="hists-box"):
+                        yield Static(id="hists")
             with TabPane("2 Holders", id="holders"):
                 yield Static(classes="note", id="holders-note")
                 yield KeyedTable(views.HOLDER_COLUMNS, id="holders-table")
@@ -152,6 +162,27 @@ class PoolscopeApp(App[None]):
 
     def on_unmount(self) -> None:
         self.source.stop()
+
+    # -- an unexpected error ---------------------------------------------------------
+    def _handle_exception(self, error: Exception) -> None:
+        # Textual would print a traceback with the frames' locals: events from the
+        # stream, untrusted and maybe secret. One line instead, and exit code 1.
+        self.crash = visible(
+            f"poolscope: the TUI stopped on an internal error: {type(error).__name__}: {error}"
+        )[:300]
+        self._return_code = 1
+        if self._exception is None:  # Pilot re-raises it in tests
+            self._exception = error
+            self._exception_event.set()
+        self._close_messages_no_wait()
+
+    def run_tui(self) -> int:
+        """``run()``, then the exit code: 0, or 1 with one line on stderr after a crash."""
+        self.run()
+        if self.crash:
+            print(self.crash, file=sys.stderr)
+            return 1
+        return self.return_code or 0
 
     def _start_timer(self) -> None:
         if self._timer is not None:
@@ -235,25 +266,12 @@ class PoolscopeApp(App[None]):
 
     def _refresh_pools(self, force_chart: bool) -> None:
         table = self._main.query_one("#pools-table", KeyedTable)
-        rows = views.pool_rows(self.source.feeds, self.sort, self.filter)
+        rows = views.pool_rows(self.source.feeds, self.sort, self.filter, self.window)
         table.sync([(r.key, r.cells()) for r in rows])
         if self.selected_pool not in {r.key for r in rows}:
             self.selected_pool = table.selected_key or (rows[0].key if rows else None)
-        found = views.find_pool(self.source.feeds, self.selected_pool)
-        hists = Text()
-        if found is None:
-            hists.append("no pool selected", style="dim")
-        else:
-            _feed, pool = found
-            hists.append(f"{pool.name}", style="bold")
-            hists.append(f"  {pool.kind} → {pool.target or '?'}\n", style="dim")
-            row = next((r for r in rows if r.key == self.selected_pool), None)
-            for alert in row.alerts if row else []:
-                hists.append(f"⚠ {alert}\n", style="bold red")
-            hists.append("\n")
-            hists.append_text(views.histogram_text("wait", pool.wait, max_lines=7, bar=14))
-            hists.append("\n")
-            hists.append_text(views.histogram_text("hold", pool.hold, max_lines=7, bar=14))
+        row = next((r for r in rows if r.key == self.selected_pool), None)
+        hists = views.pool_detail(row) if row is not None else Text("no pool selected", "dim")
         self._main.query_one("#hists", Static).update(hists)
         self._main.query_one("#chart", Chart).redraw(force=force_chart)
 
@@ -315,7 +333,9 @@ class PoolscopeApp(App[None]):
 
     def _refresh_events(self) -> None:
         table = self._main.query_one("#events-table", KeyedTable)
-        rows = views.recent_events(self.source.feeds, self._events_after, self.filter, EVENTS_SHOWN)
+        rows = views.recent_events(
+            self.source.feeds, self._events_after, self.filter, EVENTS_SHOWN, churn=self.churn
+        )
         if rows:
             table.append(rows, keep=EVENTS_SHOWN)
             table.move_cursor(row=table.row_count - 1, animate=False)
@@ -427,8 +447,18 @@ class PoolscopeApp(App[None]):
         self.refresh_screen()
 
     def action_window(self) -> None:
-        self.window = WINDOWS[(WINDOWS.index(self.window) + 1) % len(WINDOWS)]
+        self.window = next((w for w in WINDOWS if w > self.window), WINDOWS[0])
         self.refresh_screen(force_chart=True)
+
+    def action_churn(self) -> None:
+        self.churn = not self.churn
+        self._reset_events()
+        self.notify(
+            f"events: every event, acquires and releases too (the last {LOG_KEPT:,})"
+            if self.churn
+            else "events: the incident log only"
+        )
+        self.refresh_screen()
 
     def action_refresh(self, direction: int) -> None:
         steps = REFRESH_STEPS
@@ -474,7 +504,11 @@ class PoolscopeApp(App[None]):
 
 
 def run_tui(
-    endpoints: list[Endpoint], *, title: str = "poolscope", token: str | None = None
-) -> None:
-    """Attach the TUI to live endpoints until the user quits."""
-    PoolscopeApp(LiveSource(endpoints, token=token), title=title).run()
+    endpoints: list[Endpoint],
+    *,
+    title: str = "poolscope",
+    token: str | None = None,
+    window: float = DEFAULT_WINDOW,
+) -> int:
+    """Attach the TUI to live endpoints until the user quits; the exit code."""
+    return PoolscopeApp(LiveSource(endpoints, token=token), title=title, window=window).run_tui()

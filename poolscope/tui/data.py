@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections import deque
@@ -23,10 +24,46 @@ from poolscope.events import Event
 from poolscope.model import PoolState, Sample
 from poolscope.textsafe import visible
 
-#: Recent events kept per process for the events view.
+#: Recent events of every type (the acquire/release churn too) kept per process.
 LOG_KEPT = 2000
+#: Incidents kept per process, for as long as the observer runs: the rare events
+#: that explain an outage, apart from the churn that would push them out in seconds.
+INCIDENTS_KEPT = 10_000
 #: Event types too bulky or too internal for the events log.
 LOG_SKIP = frozenset({"sync"})
+#: Rare events: always incidents (a failed heartbeat is one too, see is_incident).
+INCIDENT_TYPES = frozenset(
+    {
+        "connect_error",
+        "close",
+        "backend",
+        "breaker",
+        "timeout",
+        "acquire_error",
+        "leak",
+        "unleak",
+        "reclaim",
+        "resize",
+        "dropped",
+        "error",
+        "pool",
+        "hello",
+        "bye",
+        CONNECTED,
+        DISCONNECTED,
+    }
+)
+
+
+def is_incident(ev: Event) -> bool:
+    """True for the events worth keeping apart from the churn (see INCIDENT_TYPES);
+    a heartbeat only when it failed (not when it succeeded or was skipped)."""
+    etype = ev.get("type")
+    if etype in INCIDENT_TYPES:
+        return True
+    if etype == "release":
+        return ev.get("lost") is True  # a hold ended by the connection dying
+    return etype == "heartbeat" and ev.get("ok") is False and not ev.get("skipped")
 
 
 class ProcessFeed:
@@ -36,7 +73,7 @@ class ProcessFeed:
         self.label = visible(label)  # an endpoint or a file name: shown in the header
         self.endpoint = endpoint
         self.live = live
-        self.state = PoolState()
+        self.state = PoolState(windowed=True)
         self.connected = not live
         self.ever_connected = not live
         self.disconnected_since: float | None = None
@@ -44,6 +81,7 @@ class ProcessFeed:
         self.started: float | None = None  # the application's start time, from ``sync``
         self.seq = 0  # events applied, across reconnects (the model's count restarts)
         self.log: deque[tuple[int, Event]] = deque(maxlen=LOG_KEPT)
+        self.incidents: deque[tuple[int, Event]] = deque(maxlen=INCIDENTS_KEPT)
         # (clock, seq) about once a second: events/s is a difference of two marks.
         self._marks: deque[tuple[float, int]] = deque(maxlen=32)
         self._history: dict[str, deque[Sample]] = {}
@@ -81,9 +119,16 @@ class ProcessFeed:
         self.seq += 1
         if etype not in LOG_SKIP:
             self.log.append((self.seq, ev))
+            if is_incident(ev):
+                self.incidents.append((self.seq, ev))
         marks = self._marks
         if not marks or clock - marks[-1][0] >= 1.0:
             marks.append((clock, self.seq))
+
+    def events(self, churn: bool = False) -> deque[tuple[int, Event]]:
+        """(seq, event) oldest first: the incident log, or with ``churn`` every recent
+        event (acquires and releases too, but only the last LOG_KEPT)."""
+        return self.log if churn else self.incidents
 
     def _restore_history(self, ev: Event) -> None:
         name = ev.get("pool")
@@ -306,5 +351,7 @@ class ReplaySource:
 
 
 def _mmss(seconds: float) -> str:
+    if not math.isfinite(seconds):  # decode refuses such times; never crash on one
+        return "--:--"
     s = max(0, int(seconds))
     return f"{s // 60:02d}:{s % 60:02d}"

@@ -56,7 +56,13 @@ KEYS: tuple[Key, ...] = (
         for i, (vid, title) in enumerate(VIEWS, start=1)
     ),
     Key("s", "sort", "s", "sort pools by the next column", short="sort", footer=True),
-    Key("w", "window", "w", "utilisation chart window: 1, 5 or 15 minutes"),
+    Key(
+        "w",
+        "window",
+        "w",
+        "window of the pools table, alerts and chart: 1, 5 or 15 minutes",
+    ),
+    Key("e", "churn", "e", "events view: incidents only, or every event (the churn too)"),
     Key("plus,equals_sign", "refresh(-1)", "+", "refresh more often"),
     Key("minus", "refresh(1)", "-", "refresh less often"),
     Key(

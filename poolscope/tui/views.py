@@ -18,9 +18,10 @@ from rich.text import Text
 from poolscope.events import Event
 from poolscope.histogram import Histogram, bucket_upper
 from poolscope.model import Leak, PoolMetrics, PoolState
-from poolscope.tui.data import ProcessFeed
+from poolscope.tui.data import INCIDENT_TYPES, ProcessFeed
 from poolscope.tui.osinfo import ProcInfo
 from poolscope.units import fmt_duration
+from poolscope.window import DEFAULT_WINDOW, WindowStats
 
 # Alert thresholds people use for pools.
 UTIL_ALERT = 0.80
@@ -175,9 +176,10 @@ class Filter:
 
 # -- pools table -----------------------------------------------------------------
 
+# The pool's kind is in the detail beside it: the table's width goes to the failures,
+# each kind in its own column.
 POOL_COLUMNS = (
     "pool",
-    "kind",
     "size/max",
     "in use",
     "idle",
@@ -186,6 +188,8 @@ POOL_COLUMNS = (
     "acq/s",
     "p99 wait",
     "timeouts",
+    "acq err",
+    "conn err",
     "leaks",
     "backend",
 )
@@ -202,17 +206,33 @@ class PoolRow:
     open_leaks: int
     acq_rate: float
     p99_wait: float
+    #: The recent window the rate, p99 and failures are over (None: totals only).
+    win: WindowStats | None = None
+
+    @property
+    def failure_rate(self) -> float:
+        return self.win.failure_rate if self.win is not None else self.pool.failure_rate
+
+    @property
+    def counts(self) -> tuple[int, int, int]:
+        """(timeouts, acquire errors, connect errors) in the window (else in total)."""
+        w = self.win
+        if w is not None:
+            return w.timeouts, w.acquire_errors, w.connect_errors
+        p = self.pool
+        return p.timeouts, p.acquire_errors, p.connect_errors
 
     @property
     def alerts(self) -> list[str]:
         p = self.pool
         out = []
+        span = f" (last {fmt_dur(self.win.seconds)})" if self.win is not None else ""
         if p.utilization > UTIL_ALERT:
             out.append(f"utilization {p.utilization:.0%} > {UTIL_ALERT:.0%}")
         if self.p99_wait > P99_WAIT_ALERT:
-            out.append(f"p99 wait {fmt_dur(self.p99_wait)} > {fmt_dur(P99_WAIT_ALERT)}")
-        if p.failure_rate > FAILURE_ALERT:
-            out.append(f"acquire failures {p.failure_rate:.1%} > {FAILURE_ALERT:.0%}")
+            out.append(f"p99 wait {fmt_dur(self.p99_wait)} > {fmt_dur(P99_WAIT_ALERT)}{span}")
+        if self.failure_rate > FAILURE_ALERT:
+            out.append(f"acquire failures {self.failure_rate:.1%} > {FAILURE_ALERT:.0%}{span}")
         if self.open_leaks:
             out.append(f"{self.open_leaks} open leak(s)")
         if p.backend != "healthy":
@@ -223,14 +243,14 @@ class PoolRow:
         p = self.pool
         util_style = ALERT if p.utilization > UTIL_ALERT else ""
         wait_style = ALERT if self.p99_wait > P99_WAIT_ALERT else ""
-        fail_style = ALERT if p.failure_rate > FAILURE_ALERT else ""
+        fail_style = ALERT if self.failure_rate > FAILURE_ALERT else ""
+        timeouts, acq_err, conn_err = self.counts
         leak_style = ALERT if self.open_leaks else ""
         backend_style = {"healthy": OK, "suspect": WARN}.get(p.backend, ALERT)
         name_style = "bold" + (" red" if self.alerts else "")
         leaks = f"{self.open_leaks}" + (f" ({p.leaks_resolved}✓)" if p.leaks_resolved else "")
         return (
             Text(self.label, style=name_style),
-            Text(p.kind, style=DIM),
             Text(f"{p.size}/{p.max}", justify="right"),
             Text(str(p.in_use), justify="right"),
             Text(str(p.idle), justify="right"),
@@ -238,16 +258,23 @@ class PoolRow:
             Text(f"{p.utilization:.0%}", justify="right", style=util_style),
             Text(fmt_rate(self.acq_rate), justify="right"),
             Text(fmt_dur(self.p99_wait), justify="right", style=wait_style),
-            Text(str(p.timeouts + p.acquire_errors), justify="right", style=fail_style),
+            Text(str(timeouts), justify="right", style=fail_style if timeouts else ""),
+            Text(str(acq_err), justify="right", style=fail_style if acq_err else ""),
+            Text(str(conn_err), justify="right", style=ALERT if conn_err else ""),
             Text(leaks, justify="right", style=leak_style),
             Text(p.backend, style=backend_style),
         )
 
 
 def pool_rows(
-    feeds: Sequence[ProcessFeed], sort: str = "name", flt: Filter | None = None
+    feeds: Sequence[ProcessFeed],
+    sort: str = "name",
+    flt: Filter | None = None,
+    window: float = DEFAULT_WINDOW,
 ) -> list[PoolRow]:
-    """One row per pool across every attached process, sorted."""
+    """One row per pool across every attached process, sorted. Rates, p99 wait and
+    failures are over the last ``window`` seconds of data time (where the state
+    keeps windows); gauges are now."""
     many = len(feeds) > 1
     rows: list[PoolRow] = []
     for i, feed in enumerate(feeds):
@@ -257,14 +284,16 @@ def pool_rows(
             label = f"{name}@{pid}" if many else name
             if flt and not flt.match(f"{label} {p.kind} {p.backend}", pool=name):
                 continue
+            win = p.window_stats(window, st.now) if p.recent is not None else None
             rows.append(
                 PoolRow(
                     key=f"{i}:{name}",
                     label=label,
                     pool=p,
                     open_leaks=len(st.open_leaks(name)),
-                    acq_rate=p.rate("acquires"),
-                    p99_wait=p.wait.p99,
+                    acq_rate=win.acquire_rate if win is not None else p.rate("acquires"),
+                    p99_wait=win.wait.p99 if win is not None else p.wait.p99,
+                    win=win,
                 )
             )
     keyfn: dict[str, Any] = {
@@ -411,6 +440,48 @@ def histogram_text(title: str, hist: Histogram, max_lines: int = 8, bar: int = 1
         out.append("█" * width, style="cyan")
         out.append(" " * (bar - width))
         out.append(f" {n}\n", style=DIM)
+    return out
+
+
+def pool_detail(row: PoolRow) -> Text:
+    """The selected pool: alerts, wait and hold over the window, then the totals
+    since start with every failure kind apart and closes by reason."""
+    p, win = row.pool, row.win
+    out = Text()
+    out.append(f"{row.label}", style="bold")
+    out.append(f"  {p.kind} → {p.target or '?'}\n", style=DIM)
+    for alert in row.alerts:
+        out.append(f"⚠ {alert}\n", style="bold red")
+    out.append("\n")
+    if win is not None:
+        out.append(f"last {fmt_dur(win.seconds)}: ", style="bold")
+        out.append(
+            f"{fmt_rate(win.acquire_rate)} acq/s, failures {win.failure_rate:.1%}, "
+            f"timeouts {win.timeouts}, acquire errors {win.acquire_errors}, "
+            f"connect errors {win.connect_errors}, closes {win.closes_total}\n"
+        )
+        wait, hold = win.wait, win.hold
+    else:
+        wait, hold = p.wait, p.hold
+    out.append_text(histogram_text("wait", wait, max_lines=6, bar=14))
+    out.append_text(histogram_text("hold", hold, max_lines=6, bar=14))
+    out.append("\nsince start: ", style="bold")
+    out.append(
+        f"acquires {p.acquires}, releases {p.releases}"
+        + (f" ({p.releases_lost} lost while held)" if p.releases_lost else "")
+        + f", timeouts {p.timeouts}, acquire errors {p.acquire_errors}, "
+        f"connects {p.connects}, connect errors {p.connect_errors}\n"
+    )
+    out.append(
+        f"wait p50 {fmt_dur(p.wait.p50)} p99 {fmt_dur(p.wait.p99)} max {fmt_dur(p.wait.max)}"
+        f"  hold p50 {fmt_dur(p.hold.p50)} p99 {fmt_dur(p.hold.p99)} "
+        f"max {fmt_dur(p.hold.max)}\n"
+    )
+    closes = ", ".join(f"{k} {n}" for k, n in sorted(p.closes.items(), key=lambda kv: -kv[1]))
+    out.append(f"closes: {closes or 'none'}\n")
+    if p.last_error:
+        out.append("last error: ", style=DIM)
+        out.append(f"{p.last_error}\n", style="red")
     return out
 
 
@@ -747,21 +818,31 @@ def event_matches(ev: Event, flt: Filter | None) -> bool:
 
 
 def recent_events(
-    feeds: Iterable[ProcessFeed], after: dict[int, int], flt: Filter | None, limit: int
+    feeds: Iterable[ProcessFeed],
+    after: dict[int, int],
+    flt: Filter | None,
+    limit: int,
+    *,
+    churn: bool = False,
 ) -> list[tuple[str, tuple[Text, ...]]]:
     """Events newer than ``after[feed index]`` (a seq), matching the filter, oldest first,
-    at most ``limit`` (the newest)."""
+    at most ``limit`` (the newest). From each feed's incident log, or with ``churn``
+    (or a ``type:`` filter naming a churn type such as ``acquire``) from its log of
+    every recent event."""
+    if flt and any(t not in INCIDENT_TYPES for t in flt.types):
+        churn = True
     out: list[tuple[float, str, tuple[Text, ...]]] = []
     for i, feed in enumerate(feeds):
         last = after.get(i, 0)
+        log = feed.events(churn)
         picked: list[tuple[float, str, tuple[Text, ...]]] = []
-        for seq, ev in reversed(feed.log):
+        for seq, ev in reversed(log):
             if seq <= last or len(picked) >= limit:
                 break
             if event_matches(ev, flt):
                 picked.append((float(ev.get("t", 0.0)), f"{i}:{seq}", event_cells(ev)))
         out.extend(picked)
-        if feed.log:
-            after[i] = feed.log[-1][0]
+        if log:
+            after[i] = log[-1][0]
     out.sort(key=lambda r: r[0])
     return [(k, c) for _, k, c in out[-limit:]]
