@@ -72,8 +72,34 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
 
 
-def emit_connect(handle: PoolHandle, info: ConnInfo, duration: float) -> None:
-    handle.event("connect", conn=info.id, duration=duration)
+def backend_pid(raw: Any) -> int | None:
+    """The PostgreSQL server process of a driver connection, read from what the driver
+    already knows (no round trip): asyncpg ``get_server_pid()``, psycopg 3
+    ``info.backend_pid``, psycopg2 ``get_backend_pid()``, and through SQLAlchemy's
+    adapted connections the driver's own. None for anything else."""
+    for _ in range(3):  # an adapter around an adapter around the driver's connection
+        if raw is None:
+            return None
+        try:
+            get = getattr(raw, "get_server_pid", None)
+            info = getattr(raw, "info", None) if get is None else None
+            pid = get() if get is not None else getattr(info, "backend_pid", None)
+            if pid is None and type(raw).__module__.startswith("psycopg2"):
+                pid = raw.get_backend_pid()
+        except Exception:  # a closed or unusual connection: no pid, no error
+            return None
+        if isinstance(pid, int) and not isinstance(pid, bool) and pid > 0:
+            return pid
+        raw = getattr(raw, "driver_connection", None) or getattr(raw, "_connection", None)
+    return None
+
+
+def emit_connect(handle: PoolHandle, info: ConnInfo, duration: float, raw: Any = None) -> None:
+    pid = backend_pid(raw) if raw is not None else None
+    if pid is not None:
+        handle.event("connect", conn=info.id, duration=duration, backend_pid=pid)
+    else:
+        handle.event("connect", conn=info.id, duration=duration)
 
 
 def emit_close(handle: PoolHandle, info: ConnInfo, reason: str, **extra: Any) -> None:

@@ -470,7 +470,7 @@ def _wrap_connect(st: _State) -> None:
             st.handle.event("connect_error", error=describe_error(exc), duration=_clock() - t0)
             raise
         try:
-            emit_connect(st.handle, st.track(con), _clock() - t0)
+            emit_connect(st.handle, st.track(con), _clock() - t0, con)
         except Exception as exc:
             errors.report("asyncpg connect", exc)
         return con

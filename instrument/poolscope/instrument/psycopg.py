@@ -95,7 +95,7 @@ class _State:
 
     def connected(self, conn: Any, t0: float) -> None:
         try:
-            emit_connect(self.handle, self.ids.add(conn), _clock() - t0)
+            emit_connect(self.handle, self.ids.add(conn), _clock() - t0, conn)
         except Exception as exc:
             errors.report("psycopg connect", exc)
 

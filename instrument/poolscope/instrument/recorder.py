@@ -15,7 +15,7 @@ from collections.abc import Callable
 from itertools import repeat as _repeat
 from typing import Any
 
-from . import errors, sites
+from . import errors, sites, tags
 
 #: Events held for the background thread before the oldest are dropped.
 DEFAULT_CAPACITY = 200_000
@@ -110,6 +110,8 @@ class PoolHandle:
         clock = time.perf_counter
         rec = recorder
         pool_name = self.name
+        # The labels of ps.tag() current at the acquire: a reference, resolved later.
+        get_tags = tags.current.get
 
         # Closures keep the hot path free of attribute lookups.
         # The try costs nothing until something raises (zero-cost since 3.11), and
@@ -118,7 +120,7 @@ class PoolHandle:
             try:
                 if len(buf) >= cap:
                     rec.dropped += 1
-                append(("acquire", clock(), pool_name, conn, wait, site, holder))
+                append(("acquire", clock(), pool_name, conn, wait, site, holder, get_tags()))
             except Exception as exc:
                 errors.report("recorder", exc)
 
@@ -191,6 +193,7 @@ class PoolHandle:
                         current_task()
                         if loop is None or tasks_by_loop is None
                         else tasks_by_loop.get(loop),
+                        get_tags(),
                     )
                 )
             except Exception as exc:

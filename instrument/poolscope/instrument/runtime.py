@@ -39,6 +39,7 @@ TICK_CHUNKS = 8
 STATE_INTERVAL = 1.0
 LEAK_CHECK_INTERVAL = 0.25
 MAX_SITES = 10_000
+MAX_TAGS = 10_000
 
 
 # An open hold, by (pool, conn): (perf_counter at acquire, site id, raw site, task
@@ -60,6 +61,15 @@ def _holder_name(holder: Any) -> tuple[str, Any]:
         except TypeError:
             return str(get_name()), None
     return str(holder), None
+
+
+def request_name(labels: Any) -> str | None:
+    try:
+        name = labels.request_name()
+        return name if isinstance(name, str) else None
+    except Exception as exc:
+        errors.report("tags", exc)
+        return None
 
 
 def _format_site(raw: Any) -> list[dict[str, Any]]:
@@ -118,6 +128,9 @@ class Runtime:
         self._holds: dict[tuple[str, str], _Hold] = {}
         self._reported: set[tuple[str, str]] = set()  # holds reported as leaks
         self._site_ids: dict[Any, int] = {}
+        # ps.tag() labels interned like sites; the labels id of each open hold.
+        self._tag_ids: dict[tuple[tuple[str, str], ...], int] = {}
+        self._hold_tags: dict[tuple[str, str], int] = {}
         self._pending: list[Event] = []
         self._stopping = False
         self._listen_token: str | None = None
@@ -249,6 +262,7 @@ class Runtime:
             self.endpoint = None
             self.recorder.buffer.clear()  # the parent's events, the parent sends them
             self._holds.clear()
+            self._hold_tags.clear()
             self._reported.clear()
             self.model = PoolState()
             self._process = discovery.process_name()
@@ -335,6 +349,7 @@ class Runtime:
             self.endpoint = None
             self._serve_args = None
             self._holds.clear()
+            self._hold_tags.clear()
             self._reported.clear()
             self._stopping = False
         return True
@@ -492,6 +507,25 @@ class Runtime:
             self._pending.append({"type": "site", "t": time.time(), "id": sid, "stack": stack})
         return sid
 
+    def _tags_id(self, labels: Any) -> int | None:
+        """The id of the labels in effect at an acquire (a ``tags`` event for new ones)."""
+        try:
+            pairs = labels.items()
+        except Exception as exc:
+            errors.report("tags", exc)
+            return None
+        if not pairs:
+            return None
+        tid = self._tag_ids.get(pairs)
+        if tid is None:
+            if len(self._tag_ids) >= MAX_TAGS:
+                return None
+            tid = self._tag_ids[pairs] = len(self._tag_ids) + 1
+            self._pending.append(
+                {"type": "tags", "t": time.time(), "id": tid, "labels": dict(pairs)}
+            )
+        return tid
+
     def _complete_leak(self, ev: Event) -> None:
         """An adapter's proven leak (collected or unreachable while held) names only the
         connection: add the acquire site, task and held time from the open hold."""
@@ -501,6 +535,7 @@ class Runtime:
         ev["stack"] = _format_site(h[2]) if h is not None else []
         ev["task"] = h[3] if h is not None else ""
         ev["site"] = h[1] if h is not None else None
+        ev["tags"] = self._hold_tags.get(key)
         if h is not None:
             self._reported.add(key)
 
@@ -542,6 +577,8 @@ class Runtime:
         reported = self._reported
         pending = self._pending
         site_id = self._site_id
+        tags_id = self._tags_id
+        hold_tags = self._hold_tags
         # Fast events not yet counted by the model: counted in one go before any
         # generic ``apply`` (so its clock never runs behind an event it folds) and at
         # the end.
@@ -563,6 +600,7 @@ class Runtime:
                     # longer a holder; the model resolves any leak reported for it.
                     key = (str(ev.get("pool")), str(ev.get("conn")))
                     holds.pop(key, None)
+                    hold_tags.pop(key, None)
                     reported.discard(key)
                 if want_lines:
                     try:
@@ -591,20 +629,28 @@ class Runtime:
                     continue
                 kind = item[0]
                 if kind == "acquire":
-                    _, mono, pool, conn, wait, raw_site, holder = item
+                    _, mono, pool, conn, wait, raw_site, holder, labels = item
                     t = mono + offset
                     site = site_id(raw_site) if raw_site else None
+                    # Before the holder's name: a request's labels may rename its task.
+                    tid = tags_id(labels) if labels is not None else None
                     task, ref = _holder_name(holder)
+                    if tid is not None:  # a web request's holder is named after it
+                        task = request_name(labels) or task
                     c = conn if type(conn) is str else str(conn)
                     key = (pool, c)
                     if reported:
                         reported.discard(key)
                     holds[key] = (mono, site, raw_site, task, ref)
+                    if tid is not None:
+                        hold_tags[key] = tid
+                    elif hold_tags:
+                        hold_tags.pop(key, None)
                     if pending:  # a new site's ``site`` event goes before its acquire
                         generic(pending)
                         pending.clear()
                     try:
-                        fold_acquire(pool, c, t, wait, site, task)
+                        fold_acquire(pool, c, t, wait, site, task, tid)
                     except Exception as exc:
                         errors.report("fold", exc)
                     if not n_fast:
@@ -614,7 +660,7 @@ class Runtime:
                         t_last = t
                     if want_lines:
                         try:
-                            lines.append(encode_acquire(t, pool, c, wait, site, task))
+                            lines.append(encode_acquire(t, pool, c, wait, site, task, tid))
                         except Exception as exc:
                             errors.report("encode", exc)
                     if want_events:
@@ -627,6 +673,7 @@ class Runtime:
                                 "wait": wait,
                                 "site": site,
                                 "task": task,
+                                **({"tags": tid} if tid is not None else {}),
                             }
                         )
                 elif kind == "release":
@@ -635,6 +682,7 @@ class Runtime:
                     c = conn if type(conn) is str else str(conn)
                     key = (pool, c)
                     h = holds.pop(key, None)
+                    rtid = hold_tags.pop(key, None) if hold_tags else None
                     if hold is None:
                         hold = mono - h[0] if h is not None else 0.0
                     if h is not None and key in reported:
@@ -648,6 +696,7 @@ class Runtime:
                             "stack": _format_site(h[2]),
                             "task": h[3],
                             "site": h[1],
+                            "tags": rtid,
                         }
                         release: Event = {
                             "type": "release",
@@ -757,6 +806,7 @@ class Runtime:
                     "current": _current_stack(holder),
                     "task": task,
                     "site": site,
+                    "tags": self._hold_tags.get(key),
                 }
             )
         if out:

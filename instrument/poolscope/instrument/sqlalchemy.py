@@ -335,7 +335,7 @@ def _wrap_creator(st: _State) -> None:
             st.handle.event("connect_error", error=describe_error(exc), duration=_clock() - t0)
             raise
         try:
-            emit_connect(st.handle, st.ids.add(con), _clock() - t0)
+            emit_connect(st.handle, st.ids.add(con), _clock() - t0, con)
         except Exception as exc:
             errors.report("sqlalchemy connect", exc)
         return con

@@ -59,6 +59,11 @@ class Labels:
         """This level's labels (lazy subclasses resolve here)."""
         return self.pairs
 
+    def request_name(self) -> str | None:
+        """The name of the web request these labels belong to, if any: what holders
+        show instead of ``Task-8812`` or a thread's name."""
+        return self.parent.request_name() if self.parent is not None else None
+
 
 #: The labels current in this context (thread / task); None when there are none.
 current: ContextVar[Labels | None] = ContextVar("poolscope_tags", default=None)
@@ -217,6 +222,9 @@ class RequestLabels(Labels):
 
     def own(self) -> Pairs:
         return (("route", self.route()),)
+
+    def request_name(self) -> str | None:
+        return self.route()
 
     def start(self) -> None:
         self._rename(self.fallback)

@@ -1,0 +1,378 @@
+"""The server's own view: ``pg_stat_activity`` joined to the pools' holders.
+
+``poolscope attach|export|advise --pg DSN`` sample the server once a second with
+one connection of the observer's own (asyncpg, else psycopg - whichever is
+installed; the application opens nothing), for the backend pids the pools
+reported in their ``connect`` events, and say what the database thinks each of
+the application's connections is doing:
+
+* server state, ``wait_event_type``/``wait_event``, transaction age, state age,
+  and the query (only with ``--show-queries``, cut to 200 characters);
+* flags: a connection the application holds that is ``idle in transaction``
+  for over N seconds; a connection the pool counts idle that is ``active`` on
+  the server; connections from the application's processes that no pool knows;
+* the fleet budget: the ``max`` of every attached pool on this server, summed
+  across the attached processes, against ``max_connections`` minus the reserved
+  connections.
+
+The DSN's password never leaves this module: the DSN is shown only through
+:func:`poolscope.instrument.redact.redact`, and a driver's error text too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+import threading
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from poolscope.instrument.redact import redact
+from poolscope.model import PoolState
+
+#: Longest query text kept (and only with show_queries).
+QUERY_CHARS = 200
+DEFAULT_IDLE_TX = 5.0
+#: A connection the pool counts idle is flagged "active" only after this long in
+#: that state on the server (one sample may catch a release a moment early).
+ACTIVE_GRACE = 1.0
+INTERVAL = 1.0
+
+_ACTIVITY_SQL = """
+SELECT pid, state, wait_event_type, wait_event, backend_type, client_addr::text,
+       client_port, application_name,
+       EXTRACT(EPOCH FROM now() - xact_start)::float8 AS xact_age,
+       EXTRACT(EPOCH FROM now() - state_change)::float8 AS state_age,
+       left(query, {chars}) AS query
+FROM pg_stat_activity
+WHERE backend_type = 'client backend' AND pid <> pg_backend_pid()
+"""
+_BUDGET_SQL = """
+SELECT current_setting('max_connections')::int,
+       current_setting('superuser_reserved_connections')::int,
+       COALESCE(current_setting('reserved_connections', true), '0')::int
+"""
+
+
+class PgUnavailable(Exception):
+    """Neither driver installed, or the server cannot be reached (message redacted)."""
+
+
+@dataclass
+class Backend:
+    """One server process, as pg_stat_activity shows it."""
+
+    pid: int
+    state: str
+    wait_event_type: str
+    wait_event: str
+    xact_age: float | None
+    state_age: float | None
+    query: str
+    client_port: int | None
+    application_name: str
+
+
+@dataclass
+class Row:
+    """A connection of an attached pool, joined to its backend."""
+
+    process: str  # "name@pid"
+    pool: str
+    conn: str
+    pid: int
+    held: bool  # checked out of the pool now
+    route: str
+    backend: Backend | None  # None: the server no longer has it
+
+
+@dataclass
+class Snapshot:
+    """One sample of the server, joined to the folded states of the attached pools."""
+
+    t: float = 0.0
+    server: str = ""  # the redacted DSN
+    rows: list[Row] = field(default_factory=list)
+    flags: list[str] = field(default_factory=list)
+    max_connections: int = 0
+    reserved: int = 0
+    fleet_max: int = 0  # sum of max of the pools on this server
+    fleet_pools: list[str] = field(default_factory=list)
+    error: str = ""
+
+    @property
+    def available(self) -> int:
+        return max(0, self.max_connections - self.reserved)
+
+    @property
+    def budget_exceeded(self) -> bool:
+        return self.max_connections > 0 and self.fleet_max > self.available
+
+    def budget_line(self) -> str:
+        if not self.max_connections:
+            return ""
+        line = (
+            f"fleet budget: pools' max {self.fleet_max} "
+            f"({', '.join(self.fleet_pools) or 'none'}) vs max_connections "
+            f"{self.max_connections} - reserved {self.reserved} = {self.available}"
+        )
+        return (
+            ("WARNING " + line + ": the pools could exhaust the server")
+            if (self.budget_exceeded)
+            else line
+        )
+
+
+def _text(v: Any) -> str:
+    return "" if v is None else str(v)
+
+
+def _age(v: Any) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and math.isfinite(v) else None
+
+
+def join(
+    states: Sequence[tuple[str, PoolState]],
+    backends: dict[int, Backend],
+    *,
+    max_connections: int = 0,
+    reserved: int = 0,
+    idle_tx: float = DEFAULT_IDLE_TX,
+    app_ports: dict[str, set[int]] | None = None,
+    server: str = "",
+) -> Snapshot:
+    """Join a server sample to the pools' states (pure: no I/O, unit-testable).
+
+    ``states``: (process label, folded state) of every attached process.
+    ``app_ports``: per process label, the local TCP ports of its sockets (to find
+    its connections that no pool reported)."""
+    snap = Snapshot(t=time.time(), server=server)
+    snap.max_connections, snap.reserved = max_connections, reserved
+    known: set[int] = set()
+    for label, st in states:
+        attr = st.attribution
+        on_server: set[str] = set()
+        for (pool, conn), pid in attr.pids.items():
+            known.add(pid)
+            p = st.pools.get(pool)
+            if p is None:
+                continue
+            h = p.holders.get(conn)
+            b = backends.get(pid)
+            if b is not None:
+                on_server.add(pool)
+            route = attr.route_of(h.tags) if h is not None else ""
+            snap.rows.append(Row(label, pool, conn, pid, h is not None, route, b))
+            where = f"{label} {pool} conn {conn} (backend {pid}"
+            where += f", {route})" if route else ")"
+            if b is None:
+                continue
+            age = b.state_age or 0.0
+            if h is not None and b.state.startswith("idle in transaction") and age > idle_tx:
+                snap.flags.append(
+                    f"{where}: held and idle in transaction for {age:.1f}s (over {idle_tx:g}s)"
+                )
+            if h is None and b.state == "active" and age >= ACTIVE_GRACE:
+                snap.flags.append(
+                    f"{where}: the pool counts it idle but the server has it active for {age:.1f}s"
+                )
+        for name, p in st.pools.items():
+            if name in on_server or _same_server(p.target, server):
+                snap.fleet_max += p.max
+                snap.fleet_pools.append(f"{label}:{name}={p.max}")
+    for label, ports in (app_ports or {}).items():
+        strays = sorted(
+            b.pid for b in backends.values() if b.pid not in known and b.client_port in ports
+        )
+        if strays:
+            snap.flags.append(
+                f"{label}: {len(strays)} connection(s) to the server no pool knows "
+                f"(backends {', '.join(map(str, strays[:10]))})"
+            )
+    if snap.budget_exceeded:
+        snap.flags.append(snap.budget_line())
+    snap.rows.sort(key=lambda r: (not r.held, r.process, r.pool, r.conn))
+    return snap
+
+
+def _same_server(target: str, server: str) -> bool:
+    """Whether a pool's redacted target (host:port/db) names the DSN's host:port."""
+    if not target or not server:
+        return False
+    hostport = target.split("/", 1)[0]
+    return bool(hostport) and (f"@{hostport}" in server or f"//{hostport}" in server)
+
+
+class _Driver:
+    """One observer-side connection: asyncpg if installed, else psycopg (in a thread)."""
+
+    def __init__(self, dsn: str) -> None:
+        self.dsn = dsn
+        self._conn: Any = None
+        self._kind = ""
+        try:
+            import asyncpg  # noqa: F401
+
+            self._kind = "asyncpg"
+        except ImportError:
+            try:
+                import psycopg  # noqa: F401
+
+                self._kind = "psycopg"
+            except ImportError:
+                raise PgUnavailable(
+                    "--pg needs asyncpg or psycopg on the observer side: "
+                    "pip install asyncpg (or psycopg[binary])"
+                ) from None
+
+    async def fetch(self, sql: str) -> list[tuple[Any, ...]]:
+        try:
+            if self._kind == "asyncpg":
+                import asyncpg
+
+                if self._conn is None or self._conn.is_closed():
+                    self._conn = await asyncpg.connect(
+                        self.dsn, timeout=5, server_settings={"application_name": "poolscope"}
+                    )
+                return [tuple(r) for r in await self._conn.fetch(sql)]
+            return await asyncio.to_thread(self._fetch_sync, sql)
+        except PgUnavailable:
+            raise
+        except Exception as exc:
+            await self.close()
+            raise PgUnavailable(redact(f"{type(exc).__name__}: {exc}").splitlines()[0]) from None
+
+    def _fetch_sync(self, sql: str) -> list[tuple[Any, ...]]:
+        import psycopg
+
+        if self._conn is None or self._conn.closed:
+            self._conn = psycopg.connect(
+                self.dsn, connect_timeout=5, autocommit=True, application_name="poolscope"
+            )
+        with self._conn.cursor() as cur:
+            cur.execute(sql)
+            return [tuple(r) for r in cur.fetchall()]
+
+    async def close(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is None:
+            return
+        with contextlib.suppress(Exception):
+            if self._kind == "asyncpg":
+                await conn.close()
+            else:
+                conn.close()
+
+
+class PgView:
+    """Samples the server for the attached processes (call :meth:`sample`)."""
+
+    def __init__(
+        self, dsn: str, *, show_queries: bool = False, idle_tx: float = DEFAULT_IDLE_TX
+    ) -> None:
+        self.server = redact(dsn)
+        self.show_queries = show_queries
+        self.idle_tx = idle_tx
+        self._driver = _Driver(dsn)
+        chars = QUERY_CHARS if show_queries else 0
+        self._sql = _ACTIVITY_SQL.format(chars=chars)
+
+    async def sample(
+        self,
+        states: Sequence[tuple[str, PoolState]],
+        app_pids: dict[str, int] | None = None,
+    ) -> Snapshot:
+        """One sample joined to ``states``; ``app_pids``: process label -> OS pid, to
+        find the processes' connections no pool reported (local processes only)."""
+        try:
+            rows = await self._driver.fetch(self._sql)
+            budget = await self._driver.fetch(_BUDGET_SQL)
+        except PgUnavailable as exc:
+            return Snapshot(t=time.time(), server=self.server, error=str(exc))
+        backends: dict[int, Backend] = {}
+        for r in rows:
+            pid = r[0]
+            if not isinstance(pid, int):
+                continue
+            backends[pid] = Backend(
+                pid=pid,
+                state=_text(r[1]),
+                wait_event_type=_text(r[2]),
+                wait_event=_text(r[3]),
+                xact_age=_age(r[8]),
+                state_age=_age(r[9]),
+                query=_text(r[10])[:QUERY_CHARS] if self.show_queries else "",
+                client_port=r[6] if isinstance(r[6], int) else None,
+                application_name=_text(r[7]),
+            )
+        max_conn, su_reserved, reserved = (int(x) for x in budget[0]) if budget else (0, 0, 0)
+        return join(
+            states,
+            backends,
+            max_connections=max_conn,
+            reserved=su_reserved + reserved,
+            idle_tx=self.idle_tx,
+            app_ports=_local_ports(app_pids or {}),
+            server=self.server,
+        )
+
+    async def close(self) -> None:
+        await self._driver.close()
+
+
+def _local_ports(app_pids: dict[str, int]) -> dict[str, set[int]]:
+    """The local TCP ports of each process's sockets (psutil; same-user processes)."""
+    out: dict[str, set[int]] = {}
+    try:
+        import psutil
+    except ImportError:
+        return out
+    for label, pid in app_pids.items():
+        try:
+            conns = psutil.Process(pid).net_connections(kind="tcp")
+        except Exception:  # gone, or not ours to look at
+            continue
+        out[label] = {c.laddr.port for c in conns if c.laddr}
+    return out
+
+
+class PgSampler:
+    """A background thread sampling once a second; ``latest`` is the newest snapshot.
+    ``states`` is called (on the sampler's thread) for the processes to join."""
+
+    def __init__(
+        self,
+        view: PgView,
+        states: Any,
+        app_pids: Any = None,
+        interval: float = INTERVAL,
+    ) -> None:
+        self.view = view
+        self._states = states
+        self._app_pids = app_pids
+        self.interval = interval
+        self.latest: Snapshot | None = None
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="poolscope-pg", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(3.0)
+
+    def _run(self) -> None:
+        asyncio.run(self._loop())
+
+    async def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                pids = self._app_pids() if self._app_pids is not None else None
+                self.latest = await self.view.sample(self._states(), pids)
+                await asyncio.sleep(self.interval)
+        finally:
+            await self.view.close()
