@@ -30,17 +30,25 @@ _UNSAFE = re.compile(
 
 #: A raw NDJSON line that may hold one of those once decoded: the character itself
 #: in UTF-8 (JSON strings may carry DEL, C1 and the bidi characters raw; raw C0 is
-#: not valid JSON inside a string) or a ``\\u`` escape of one of their ranges. False
-#: positives (``\\u00e9``, an emoji's surrogate pair) only cost a walk of the event.
+#: not valid JSON inside a string) or a ``\\u`` escape of one of their ranges;
+#: JSON's short escapes ``\\b \\f \\n \\r \\t`` are controls too. False positives
+#: (``\\u00e9``, an emoji's surrogate pair) only cost a walk of the event.
 _SUSPECT_LINE = re.compile(
     rb"\x7f|\xc2[\x80-\x9f]|\xd8\x9c|\xe2\x80[\x8e\x8f\xa8-\xae]|\xe2\x81[\xa6-\xa9]"
-    rb"|\\u(?:00[0-9a-f]{2}|061c|20[0-6][0-9a-f]|d[89a-f])",
+    rb"|\\[bfnrt]|\\u(?:00[0-9a-f]{2}|061c|20[0-6][0-9a-f]|d[89a-f])",
     re.IGNORECASE,
 )
 
 
+_SHORT = {"\t": "\\t", "\n": "\\n", "\r": "\\r"}
+
+
 def _escape(m: re.Match[str]) -> str:
-    code = ord(m.group())
+    ch = m.group()
+    short = _SHORT.get(ch)
+    if short is not None:
+        return short
+    code = ord(ch)
     return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
@@ -74,6 +82,9 @@ def clean(value: Any) -> Any:
 
 def line_may_need_cleaning(line: bytes) -> bool:
     """The cheap test: False guarantees the decoded line holds no unsafe character."""
+    # Most lines are ASCII with no escape at all: two scans in C, no regex.
+    if line.isascii() and b"\\" not in line and b"\x7f" not in line:
+        return False
     return _SUSPECT_LINE.search(line) is not None
 
 
