@@ -211,15 +211,30 @@ async def test_terminated_backends_lost_heartbeat_and_recovery(
         await pool.close()
 
 
-async def test_heartbeat_skips_when_nothing_is_idle(fresh_runtime: Runtime, pg_dsn: str) -> None:
+async def test_heartbeat_probes_its_own_connection_when_nothing_is_idle(
+    fresh_runtime: Runtime, pg_dsn: str
+) -> None:
+    """Nothing idle: the heartbeat opens a connection of its own and closes it at once,
+    at most once per interval (counted as heartbeats with ``probe: connect``)."""
     events = capture(fresh_runtime)
     pool = await make_pool(pg_dsn, "busy", max_size=1, heartbeat=0.1)
     try:
         con = await pool.acquire()
-        await until(lambda: [e for e in of(events, "heartbeat") if e.get("skipped")])
-        assert not [e for e in of(events, "heartbeat") if e.get("ok") is not None]
-        await pool.release(con)
-        await until(lambda: [e for e in of(events, "heartbeat") if e.get("ok")])
+        try:
+            await until(lambda: [e for e in of(events, "heartbeat") if e.get("probe")])
+            t0 = time.monotonic()
+            await asyncio.sleep(1.0)
+            span = time.monotonic() - t0
+            own = [e for e in of(events, "heartbeat") if e.get("probe") == "connect"]
+            assert all(e["ok"] is True and e["conn"] == "" for e in own)
+            assert len(own) <= span / 0.1 + 2  # at most once per interval
+            assert not [e for e in of(events, "heartbeat") if e.get("skipped")]
+            assert not [e for e in of(events, "heartbeat") if e.get("conn")]
+            assert pool.get_size() == 1  # outside the pool: it never grew
+            assert not of(events, "connect")  # not one of the pool's connections
+        finally:
+            await pool.release(con)
+        await until(lambda: [e for e in of(events, "heartbeat") if e.get("conn") and e["ok"]])
     finally:
         await pool.close()
 

@@ -51,7 +51,7 @@ def test_unsupported_object_names_what_is_supported() -> None:
     assert "\n" not in text
     for part in (
         "builtins.object",
-        "asyncpg >=0.29,<0.33",
+        "asyncpg >=0.30,<0.33",
         "SQLAlchemy >=2.0,<2.2",
         "psycopg-pool >=3.2,<3.4",
         "poolscope.pool.Pool",
@@ -64,7 +64,7 @@ def test_unsupported_object_names_what_is_supported() -> None:
 @pytest.mark.parametrize(
     ("adapter", "old", "new"),
     [
-        (AsyncpgAdapter(), "0.28.0", "0.33.0"),
+        (AsyncpgAdapter(), "0.29.0", "0.33.0"),
         (SQLAlchemyAdapter(), "1.4.54", "2.2.0"),
         (PsycopgPoolAdapter(), "3.1.9", "3.4.0"),
     ],

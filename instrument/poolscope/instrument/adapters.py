@@ -14,6 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from . import errors
+from .backend import HEALTHY, BackendTracker
 from .recorder import PoolHandle
 
 #: Upper bound of a heartbeat probe's own timeout (the heartbeat interval if shorter).
@@ -189,3 +190,145 @@ def start_thread_heartbeat(
 
     threading.Thread(target=run, name=f"poolscope-heartbeat-{name}", daemon=True).start()
     return stopped.set
+
+
+# -- probes with a deadline ------------------------------------------------------------
+#: What a probe found: (ok, latency, error, conn id). ok None: nothing to probe.
+ProbeResult = tuple["bool | None", "float | None", "str | None", str]
+
+
+def timed_out_error(limit: float) -> str:
+    return f"probe timed out after {limit:g}s (no answer)"
+
+
+class SyncProbe:
+    """Runs one blocking probe at a time on a worker thread, waiting at most ``limit``.
+
+    A probe that does not answer in time is reported once, as a timed-out heartbeat; it
+    is never interrupted (a DBAPI call cannot be safely), so its connection stays with
+    it until the server answers - then its late result is dropped. Meanwhile ``busy``."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.running = False
+
+    def run(self, fn: Callable[[], Any], limit: float) -> tuple[str, Any]:
+        """("done", result), ("timeout", None) or ("busy", None)."""
+        if self.running:
+            return "busy", None
+        done = threading.Event()
+        box: list[Any] = [None]
+
+        def work() -> None:
+            try:
+                box[0] = fn()
+            except Exception as exc:
+                errors.report("probe", exc)
+            finally:
+                self.running = False
+                done.set()
+
+        self.running = True
+        threading.Thread(target=work, name=f"poolscope-probe-{self.name}", daemon=True).start()
+        if done.wait(limit):
+            return "done", box[0]
+        return "timeout", None
+
+
+class AsyncProbe:
+    """``SyncProbe`` for coroutines: the probe runs as a task that is never cancelled
+    (cancelling a driver mid-query can leave its connection outside the pool)."""
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+
+    async def run(self, coro_fn: Callable[[], Awaitable[Any]], limit: float) -> tuple[str, Any]:
+        if self.task is not None and not self.task.done():
+            return "busy", None
+
+        async def guarded() -> Any:
+            try:
+                return await coro_fn()
+            except Exception as exc:
+                errors.report("probe", exc)
+                return None
+
+        task = self.task = asyncio.get_running_loop().create_task(guarded())
+        done, _ = await asyncio.wait({task}, timeout=limit)
+        if done:
+            return "done", task.result()
+        return "timeout", None
+
+
+# -- one heartbeat round, shared by the sync and async adapters --------------------------
+# A probe function returns a ProbeResult to report, a bool when it reported itself (the
+# pool's own check emitted per-connection heartbeats), or None: nothing to probe.
+
+
+def report_probe(
+    handle: PoolHandle,
+    tracker: BackendTracker,
+    status: str,
+    result: Any,
+    limit: float,
+    *,
+    connect: bool = False,
+) -> bool | None:
+    """Report one probe's outcome (once) and feed the backend tracker; True ok, False
+    failed, None nothing probed."""
+    extra: dict[str, Any] = {"probe": "connect"} if connect else {}
+    source = "connect" if connect else "probe"
+    if status == "timeout":
+        error = timed_out_error(limit)
+        emit_heartbeat(handle, "", False, limit, error, **extra)
+        tracker.failed(source, error)
+        return False
+    if status != "done" or result is None:
+        return None
+    if isinstance(result, bool):
+        return result
+    ok, latency, error, cid = result
+    if ok is None:
+        return None
+    emit_heartbeat(handle, cid, ok, latency, error, **extra)
+    if ok:
+        tracker.ok(source)
+    else:
+        tracker.failed(source, error or "probe failed")
+    return bool(ok)
+
+
+def sync_round(
+    handle: PoolHandle,
+    tracker: BackendTracker,
+    probes: tuple[SyncProbe, SyncProbe],
+    idle: Callable[[], Any],
+    own: Callable[[], Any],
+    limit: float,
+) -> None:
+    """Probe an idle connection; with none (or to confirm a failure on a fresh one)
+    open a connection of our own - at most once per interval."""
+    ok = report_probe(handle, tracker, *probes[0].run(idle, limit), limit)
+    if ok is not True and (ok is None or tracker.state != HEALTHY):
+        if tracker.own_probe_due():
+            report_probe(handle, tracker, *probes[1].run(own, limit), limit, connect=True)
+        elif ok is None:
+            emit_skipped(handle)
+
+
+async def async_round(
+    handle: PoolHandle,
+    tracker: BackendTracker,
+    probes: tuple[AsyncProbe, AsyncProbe],
+    idle: Callable[[], Awaitable[Any]],
+    own: Callable[[], Awaitable[Any]],
+    limit: float,
+) -> None:
+    """``sync_round`` on the application's loop."""
+    ok = report_probe(handle, tracker, *(await probes[0].run(idle, limit)), limit)
+    if ok is not True and (ok is None or tracker.state != HEALTHY):
+        if tracker.own_probe_due():
+            outcome = await probes[1].run(own, limit)
+            report_probe(handle, tracker, *outcome, limit, connect=True)
+        elif ok is None:
+            emit_skipped(handle)

@@ -44,7 +44,9 @@ from .adapters import (
     emit_skipped,
     probe_timeout,
     start_async_heartbeat,
+    timed_out_error,
 )
+from .backend import HEALTHY, BackendTracker
 from .recorder import PoolHandle
 from .redact import target_from_dsn
 from .runtime import Runtime
@@ -77,6 +79,7 @@ class _State:
         self.listeners: dict[int, tuple[Any, Any]] = {}
         #: The pool's own ``_connect`` before we wrapped it (None: not wrapped).
         self.original_connect: Any = None
+        self.backend = BackendTracker(handle, heartbeat)
 
     # -- connections ------------------------------------------------------------------
     def track(self, raw: Any) -> ConnInfo:
@@ -131,7 +134,9 @@ class _State:
                 reason = "lost"
             h = self.handle
             emit_close(h, info, reason)
-            if reason == "lost" and not info.held and self.heartbeat:
+            if reason == "lost":
+                self.backend.failed("lost", "connection lost (closed by server)")
+            if reason == "lost" and info.hint is None and not info.held and self.heartbeat:
                 # asyncpg notices a closed socket at once, before any probe could: a
                 # passive health check that failed, reported as such.
                 emit_heartbeat(
@@ -226,19 +231,29 @@ class _State:
 
     # -- heartbeat (application's loop) -----------------------------------------------
     async def probe(self) -> bool:
+        """One heartbeat: probe an idle connection; with none idle (or after a failure,
+        to confirm on a fresh one) open a connection of our own and close it at once."""
         pool = self.pool
         if getattr(pool, "_closed", False) or pool.is_closing():
             return False
         if not getattr(pool, "_initialized", False):
             return True
-        h = self.handle
         assert self.heartbeat is not None
         limit = probe_timeout(self.heartbeat)
+        result: bool | None = None
         # Only when a connection is idle right now and nobody waits: then asyncpg's
         # queue hands it over without suspending, so the probe never waits for a slot.
-        if pool.get_idle_size() == 0 or self.waiting:
-            emit_skipped(h)
-            return True
+        if pool.get_idle_size() and not self.waiting:
+            result = await self.probe_idle(limit)
+        if result is not True and (result is None or self.backend.state != HEALTHY):
+            if self.backend.own_probe_due():
+                await self.probe_own(limit)
+            elif result is None:
+                emit_skipped(self.handle)
+        return True
+
+    async def probe_idle(self, limit: float) -> bool:
+        pool, h = self.pool, self.handle
         con = await pool.acquire(timeout=limit)
         info = self.info_of(con)
         cid = info.id if info is not None else ""
@@ -246,16 +261,54 @@ class _State:
         try:
             await con.fetchval("SELECT 1", timeout=limit)
         except Exception as exc:
-            emit_heartbeat(h, cid, False, _clock() - t0, describe_error(exc))
+            timed_out = isinstance(exc, asyncio.TimeoutError)
+            error = timed_out_error(limit) if timed_out else describe_error(exc)
+            emit_heartbeat(h, cid, False, _clock() - t0, error)
+            self.backend.failed("probe", error)
             if info is not None:
-                info.hint = "lost"
+                # We close it: a timed-out probe's connection is in an unknown state.
+                # Already closed under us: the server (or network) ended it.
+                raw = getattr(con, "_con", None)
+                lost = raw is not None and raw.is_closed() and not timed_out
+                info.hint = "probe_timeout" if timed_out else ("lost" if lost else "invalid")
             con.terminate()  # returns the holder to the pool, closed
-            return True
+            return False
         finally:
             if getattr(con, "_con", None) is not None:
                 await pool.release(con)
         emit_heartbeat(h, cid, True, _clock() - t0, None)
+        self.backend.ok("probe")
         return True
+
+    async def probe_own(self, limit: float) -> None:
+        """Open a connection outside the pool (as the pool would), close it at once."""
+        pool = self.pool
+        connect = self.original_connect or pool._connect
+        t0 = _clock()
+        try:
+            con = await asyncio.wait_for(
+                connect(
+                    *pool._connect_args,
+                    loop=pool._loop,
+                    connection_class=pool._connection_class,
+                    record_class=pool._record_class,
+                    **pool._connect_kwargs,
+                ),
+                limit,
+            )
+        except Exception as exc:
+            timed_out = isinstance(exc, asyncio.TimeoutError)
+            error = timed_out_error(limit) if timed_out else describe_error(exc)
+            emit_heartbeat(self.handle, "", False, _clock() - t0, error, probe="connect")
+            self.backend.failed("connect", error)
+            return
+        latency = _clock() - t0
+        try:
+            await asyncio.wait_for(con.close(), limit)
+        except Exception:
+            con.terminate()
+        emit_heartbeat(self.handle, "", True, latency, None, probe="connect")
+        self.backend.ok("connect")
 
 
 def _queries(raw: Any) -> int:
@@ -371,7 +424,9 @@ class InstrumentedPool:
 
     def _ps_failed(self, exc: BaseException) -> None:
         if isinstance(exc, Exception):
-            self._ps_state.handle.event("acquire_error", error=describe_error(exc))
+            error = describe_error(exc)
+            self._ps_state.handle.event("acquire_error", error=error)
+            self._ps_state.backend.failed("acquire", error)
 
     async def release(self, connection: Any, *, timeout: float | None = None) -> None:
         st = self._ps_state
@@ -465,10 +520,17 @@ def _wrap_connect(st: _State) -> None:
     async def connect(*args: Any, **kwargs: Any) -> Any:
         t0 = _clock()
         try:
-            con = await original(*args, **kwargs)
+            pending = original(*args, **kwargs)
+            # args/kwargs carry the DSN and password: drop them before waiting, so this
+            # frame's locals (printed by Sentry, loguru's diagnose) never hold them.
+            del args, kwargs
+            con = await pending
         except Exception as exc:
-            st.handle.event("connect_error", error=describe_error(exc), duration=_clock() - t0)
+            error = describe_error(exc)
+            st.handle.event("connect_error", error=error, duration=_clock() - t0)
+            st.backend.failed("connect", error)
             raise
+        st.backend.ok("connect")
         try:
             emit_connect(st.handle, st.track(con), _clock() - t0, con)
         except Exception as exc:
@@ -496,7 +558,7 @@ class AsyncpgAdapter:
     kind = "asyncpg"
     classes: tuple[str, ...] = ("asyncpg.Pool",)
     distribution = "asyncpg"
-    supported: tuple[str | None, str | None] = ("0.29", "0.33")
+    supported: tuple[str | None, str | None] = ("0.30", "0.33")
     attaches: Attachment = "proxy"
     private_attributes: tuple[str, ...] = (
         "asyncpg.pool:Pool._connect",
@@ -509,6 +571,8 @@ class AsyncpgAdapter:
         "asyncpg.pool:Pool._max_inactive_connection_lifetime",
         "asyncpg.pool:Pool._connect_args",
         "asyncpg.pool:Pool._connect_kwargs",
+        "asyncpg.pool:Pool._connection_class",
+        "asyncpg.pool:Pool._record_class",
         "asyncpg.pool:PoolConnectionHolder._con",
         "asyncpg.pool:PoolConnectionHolder._proxy",
         "asyncpg.pool:PoolConnectionProxy._con",

@@ -22,17 +22,23 @@ from typing import Any
 from . import errors
 from .adapter import Attachment, Options, class_names, registry
 from .adapters import (
+    AsyncProbe,
     ConnIds,
     ConnInfo,
+    ProbeResult,
+    SyncProbe,
+    async_round,
     describe_error,
     emit_close,
     emit_connect,
     emit_gc_leak,
     emit_heartbeat,
-    emit_skipped,
+    probe_timeout,
     start_async_heartbeat,
     start_thread_heartbeat,
+    sync_round,
 )
+from .backend import BackendTracker
 from .recorder import PoolHandle
 from .redact import target_from_dsn
 from .runtime import Runtime
@@ -55,6 +61,8 @@ class _State:
         self.start_heartbeat: Any = None
         self.stop_heartbeat: Any = None
         self.runtime: Runtime | None = None
+        self.backend = BackendTracker(handle)
+        self.check_failures = 0  # failed checks so far: did one round's check() fail?
 
     def info(self, conn: Any) -> ConnInfo:
         return self.ids.get(conn) or self.ids.add(conn)
@@ -106,6 +114,8 @@ class _State:
                 return
             self.refs.pop(id(conn), None)
             reason = info.hint or default
+            if reason == "lost":
+                self.backend.failed("lost", "connection lost (closed by server)")
             if reason is None:
                 expire = getattr(conn, "_expire_at", None)
                 if getattr(self.pool, "_closed", False):
@@ -120,14 +130,38 @@ class _State:
 
     def check_failed(self, conn: Any, t0: float, exc: BaseException) -> None:
         info = self.ids.get(conn)
-        emit_heartbeat(
-            self.handle, info.id if info else "", False, _clock() - t0, describe_error(exc)
-        )
+        error = describe_error(exc)
+        emit_heartbeat(self.handle, info.id if info else "", False, _clock() - t0, error)
+        self.check_failures += 1
+        self.backend.failed("probe", error)
         self.closing(conn, "lost")
 
     def check_ok(self, conn: Any, t0: float) -> None:
         info = self.ids.get(conn)
         emit_heartbeat(self.handle, info.id if info else "", True, _clock() - t0, None)
+        self.backend.ok("probe")
+
+    def connect_failed(self, t0: float, exc: BaseException) -> None:
+        error = describe_error(exc)
+        self.handle.event("connect_error", error=error, duration=_clock() - t0)
+        self.backend.failed("connect", error)
+
+    def own_kwargs(self, limit: float) -> dict[str, Any]:
+        kwargs = dict(getattr(self.pool, "kwargs", None) or {})
+        kwargs["connect_timeout"] = max(1, round(limit))
+        return kwargs
+
+    def own_failed(self, t0: float, exc: BaseException) -> ProbeResult:
+        return False, _clock() - t0, describe_error(exc), ""
+
+    def put_back(self, conn: Any) -> None:
+        """A connection given back dead (the server ended it while it was held): its
+        close comes first, so its hold ends as lost - not as an ordinary release."""
+        try:
+            if getattr(conn, "broken", False) or getattr(conn, "closed", False):
+                self.closing(conn, "lost")
+        except Exception as exc:
+            errors.report("psycopg putconn", exc)
 
     def returned_broken(self, conn: Any) -> None:
         try:
@@ -152,10 +186,7 @@ class _State:
 
     def can_probe(self) -> bool:
         s = self.pool.get_stats()
-        if s.get("pool_available", 0) == 0 or s.get("requests_waiting", 0):
-            emit_skipped(self.handle)
-            return False
-        return True
+        return not (s.get("pool_available", 0) == 0 or s.get("requests_waiting", 0))
 
 
 def _status_unknown(conn: Any) -> bool:
@@ -207,12 +238,17 @@ def _hook_sync(pool: Any, st: _State) -> None:
         return conn
 
     def _putconn(conn: Any) -> None:
+        st.put_back(conn)
         st.released(conn)
         putconn(conn)
 
     def _connect(timeout: float | None = None) -> Any:
         t0 = _clock()
-        conn = connect(timeout)
+        try:
+            conn = connect(timeout)
+        except Exception as exc:
+            st.connect_failed(t0, exc)
+            raise
         st.connected(conn, t0)
         return conn
 
@@ -272,12 +308,17 @@ def _hook_async(pool: Any, st: _State) -> None:
         return conn
 
     async def _putconn(conn: Any) -> None:
+        st.put_back(conn)
         st.released(conn)
         await putconn(conn)
 
     async def _connect(timeout: float | None = None) -> Any:
         t0 = _clock()
-        conn = await connect(timeout)
+        try:
+            conn = await connect(timeout)
+        except Exception as exc:
+            st.connect_failed(t0, exc)
+            raise
         st.connected(conn, t0)
         return conn
 
@@ -332,6 +373,9 @@ class PsycopgPoolAdapter:
         "_return_connection",
         "psycopg_pool:ConnectionPool.check_connection",
         "psycopg_pool:AsyncConnectionPool.check_connection",
+        "connection_class",
+        "conninfo",
+        "kwargs",
     )
 
     def __init__(self) -> None:
@@ -403,6 +447,7 @@ def _attach(pool: Any, runtime: Runtime, options: Options) -> _State:
     )
     st = _State(pool, handle)
     st.runtime = runtime
+    st.backend = BackendTracker(handle, heartbeat)
     box.append(st)
     runtime.register(handle)
     for conn in list(getattr(pool, "_pool", ())):
@@ -413,12 +458,32 @@ def _attach(pool: Any, runtime: Runtime, options: Options) -> _State:
         _hook_sync(pool, st)
     if heartbeat:
         if is_async:
+            probes = (AsyncProbe(), AsyncProbe())
+            limit = probe_timeout(heartbeat)
+
+            async def check() -> bool | None:
+                if not st.can_probe():
+                    return None
+                before = st.check_failures
+                await pool.check()  # our hooks report each connection it probes
+                return st.check_failures == before
+
+            async def connect_own() -> ProbeResult:
+                t0 = _clock()
+                try:
+                    conn = await pool.connection_class.connect(
+                        pool.conninfo, **st.own_kwargs(limit)
+                    )
+                except Exception as exc:
+                    return st.own_failed(t0, exc)
+                latency = _clock() - t0
+                await conn.close()
+                return True, latency, None, ""
 
             async def tick() -> bool:
                 if getattr(pool, "_closed", False):
                     return False
-                if st.can_probe():
-                    await pool.check()
+                await async_round(handle, st.backend, probes, check, connect_own, limit)
                 return True
 
             def start() -> None:
@@ -433,12 +498,32 @@ def _attach(pool: Any, runtime: Runtime, options: Options) -> _State:
             else:
                 start()
         else:
+            sync_probes = (SyncProbe(handle.name), SyncProbe(f"{handle.name}-connect"))
+            sync_limit = probe_timeout(heartbeat)
+
+            def sync_check() -> bool | None:
+                if not st.can_probe():
+                    return None
+                before = st.check_failures
+                pool.check()  # our hooks report each connection it probes
+                return st.check_failures == before
+
+            def sync_connect_own() -> ProbeResult:
+                t0 = _clock()
+                try:
+                    conn = pool.connection_class.connect(pool.conninfo, **st.own_kwargs(sync_limit))
+                except Exception as exc:
+                    return st.own_failed(t0, exc)
+                latency = _clock() - t0
+                conn.close()
+                return True, latency, None, ""
 
             def sync_tick() -> bool:
                 if getattr(pool, "_closed", False):
                     return False
-                if st.can_probe():
-                    pool.check()
+                sync_round(
+                    handle, st.backend, sync_probes, sync_check, sync_connect_own, sync_limit
+                )
                 return True
 
             st.stop_heartbeat = start_thread_heartbeat(handle.name, heartbeat, sync_tick)

@@ -10,11 +10,14 @@ the pool's own on (and off again on detach).
 from __future__ import annotations
 
 import asyncio
+import time
 from dataclasses import dataclass
 from typing import Any
 
 from . import errors
 from .adapter import Attachment, Options, registry
+from .adapters import PROBE_TIMEOUT, describe_error, emit_heartbeat, timed_out_error
+from .backend import BackendTracker
 from .recorder import PoolHandle
 from .runtime import Runtime
 
@@ -39,10 +42,12 @@ class ReferenceAdapter:
     supported: tuple[str | None, str | None] = (None, None)
     attaches: Attachment = "in_place"
     private_attributes: tuple[str, ...] = (
-        "poolscope.pool.core:Pool._attach",
-        "poolscope.pool.core:Pool.enable_heartbeat",
+        "_attach",
+        "enable_heartbeat",
         "_handle",
         "_tasks",
+        "_factory",
+        "_close_raw",
     )
 
     def __init__(self) -> None:
@@ -87,7 +92,7 @@ class ReferenceAdapter:
 
         config = pool.config()
         original_name = pool.name
-        handle = PoolHandle(
+        handle = _ReferenceHandle(
             runtime.recorder,
             options.name or pool.name,
             "poolscope",
@@ -97,6 +102,7 @@ class ReferenceAdapter:
             config=config,
             gauges=gauges,
         )
+        handle.watch(pool)
         runtime.register(handle)
         pool.name = handle.name
         pool._attach(handle)
@@ -109,12 +115,88 @@ class ReferenceAdapter:
             return None
         try:
             pool._handle = None  # the pool's events stop at its own seam
+            if isinstance(att.handle, _ReferenceHandle):
+                att.handle.pool = att.handle.tracker = None
             pool.name = att.name
             if att.heartbeat_enabled:
                 _stop_heartbeat(pool)
         finally:
             att.runtime.unregister(att.handle)
         return pool
+
+
+class _ReferenceHandle(PoolHandle):
+    """The reference pool's handle: passes its events on, and derives the ``backend``
+    state from all of them (probes, connects, connect and acquire errors, lost
+    closes) with the same tracker every adapter uses - instead of the pool's own,
+    which sees its probes only. With nothing idle to probe, the heartbeat opens a
+    connection of its own (the pool's factory), at most once per interval."""
+
+    pool: Any = None
+    tracker: BackendTracker | None = None
+
+    def watch(self, pool: Any) -> None:
+        self.pool = pool
+        self.tracker = BackendTracker(self, self.heartbeat)
+        self._own: set[asyncio.Task[None]] = set()
+
+    def event(self, etype: str, **fields: Any) -> None:
+        tr = self.tracker
+        if tr is None:
+            super().event(etype, **fields)
+            return
+        try:
+            if etype == "backend":
+                return  # said by the tracker, from everything below
+            if etype == "heartbeat" and fields.get("skipped") and self._own_probe():
+                return  # not skipped: probed on a connection of its own
+            super().event(etype, **fields)
+            error = str(fields.get("error") or "")
+            if etype == "heartbeat":
+                source = "connect" if fields.get("probe") == "connect" else "probe"
+                if fields.get("ok") is True:
+                    tr.ok(source)
+                elif fields.get("ok") is False:
+                    tr.failed(source, error or "probe failed")
+            elif etype == "connect":
+                tr.ok("connect")
+            elif etype == "connect_error":
+                tr.failed("connect", error)
+            elif etype == "acquire_error":
+                tr.failed("acquire", error)
+            elif etype == "close" and fields.get("reason") == "lost":
+                tr.failed("lost", error or "connection lost (closed by server)")
+        except Exception as exc:
+            errors.report("reference backend", exc)
+
+    def _own_probe(self) -> bool:
+        pool, tr = self.pool, self.tracker
+        if pool is None or tr is None or self.heartbeat is None or not tr.own_probe_due():
+            return False
+        task = asyncio.get_running_loop().create_task(self._probe_own(pool, tr))
+        self._own.add(task)  # the loop keeps tasks weakly
+        task.add_done_callback(self._own.discard)
+        return True
+
+    async def _probe_own(self, pool: Any, tr: BackendTracker) -> None:
+        assert self.heartbeat is not None
+        limit = min(getattr(pool, "heartbeat_timeout", PROBE_TIMEOUT), self.heartbeat)
+        t0 = time.perf_counter()
+        try:
+            raw = await asyncio.wait_for(pool._factory(), limit)
+        except Exception as exc:
+            error = (
+                timed_out_error(limit)
+                if isinstance(exc, asyncio.TimeoutError)
+                else (describe_error(exc))
+            )
+            emit_heartbeat(self, "", False, time.perf_counter() - t0, error, probe="connect")
+            tr.failed("connect", error)
+            return
+        latency = time.perf_counter() - t0
+        pool._close_raw(raw)
+        emit_heartbeat(self, "", True, latency, None, probe="connect")
+        tr.ok("connect")
 
 
 def _stop_heartbeat(pool: Any) -> None:

@@ -539,12 +539,28 @@ class Runtime:
         if h is not None:
             self._reported.add(key)
 
+    def _end_lost_hold(self, close: Event) -> None:
+        """A connection closed while checked out (lost, invalidated, collected): its hold
+        ends here, as a ``release`` with ``lost: true`` and the time held, queued just
+        before the close - so acquires = releases + holds open, for every adapter."""
+        key = (str(close.get("pool")), str(close.get("conn")))
+        h = self._holds.pop(key, None)
+        if h is None:
+            return
+        t = close.get("t")
+        end = t - self._offset if isinstance(t, float) else time.perf_counter()
+        release: Event = {"type": "release", "t": t, "pool": key[0], "conn": key[1]}
+        release.update(hold=max(end - h[0], 0.0), lost=True, reason=close.get("reason"))
+        self._pending.append(release)
+
     def _normalise(self, item: Any) -> Event | None:
         """A non-hot event (a dict from ``PoolHandle.event`` or the runtime), checked."""
         if not isinstance(item, dict):
             return None
         if item.get("type") == "leak" and "stack" not in item:
             self._complete_leak(item)
+        elif item.get("type") == "close":
+            self._end_lost_hold(item)
         # Last line of defence for secrets: a driver's message may quote the DSN.
         for key in ("error", "target"):
             value = item.get(key)

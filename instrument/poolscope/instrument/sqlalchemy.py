@@ -29,16 +29,22 @@ from typing import Any
 from . import errors
 from .adapter import Attachment, Options, class_names, registry
 from .adapters import (
+    AsyncProbe,
     ConnIds,
     ConnInfo,
+    ProbeResult,
+    SyncProbe,
+    async_round,
     describe_error,
     emit_close,
     emit_connect,
     emit_heartbeat,
-    emit_skipped,
+    probe_timeout,
     start_async_heartbeat,
     start_thread_heartbeat,
+    sync_round,
 )
+from .backend import BackendTracker
 from .recorder import PoolHandle
 from .redact import target
 from .runtime import Runtime
@@ -78,6 +84,11 @@ class _State:
         self.listeners: list[tuple[str, Any]] = []
         self.stop_heartbeat: Any = None
         self.saved: list[tuple[Any, str, Any]] = []
+        self.heartbeat: float | None = handle.heartbeat
+        self.backend = BackendTracker(handle, handle.heartbeat)
+        self.probes = (SyncProbe(handle.name), SyncProbe(f"{handle.name}-connect"))
+        #: The pool's own creator (before we wrapped it): the heartbeat's own connects.
+        self.creator: Any = getattr(pool, "_invoke_creator", None)
 
     # -- events ---------------------------------------------------------------------
     def on_checkout(self, dbapi_con: Any, rec: Any, fairy: Any) -> None:
@@ -165,6 +176,8 @@ class _State:
                 else:
                     reason = "closed"
             emit_close(self.handle, info, reason)
+            if reason == "lost":
+                self.backend.failed("lost", "connection lost (closed by server)")
         except Exception as exc:
             errors.report("sqlalchemy close", exc)
 
@@ -205,33 +218,26 @@ class _State:
         }
 
     # -- heartbeat -------------------------------------------------------------------
-    def probe(self) -> bool:
-        """One probe of an idle connection, if the pool has one at once (sync code: runs
-        on the heartbeat thread, or in a greenlet on the application's loop)."""
+    def probe_idle(self) -> ProbeResult | None:
+        """Ping an idle connection, if the pool has one at once (sync code: runs on a
+        probe thread, or in a greenlet on the application's loop); None: none idle."""
         import queue as std_queue
 
         pool = self.pool
-        h = self.handle
-        if not self.queue_pool:
-            emit_skipped(h, f"{type(pool).__name__} keeps no idle connections to probe")
-            return True
-        if self.waiting or pool.checkedin() == 0:
-            emit_skipped(h)
-            return True
+        if not self.queue_pool or self.waiting or pool.checkedin() == 0:
+            return None
         try:
             rec = pool._pool.get(False)  # never blocks: an idle record or Empty
         except std_queue.Empty:
-            emit_skipped(h)
-            return True
+            return None
         except Exception as exc:  # sqlalchemy's own queue raises its own Empty
             if type(exc).__name__ == "Empty":
-                emit_skipped(h)
-                return True
+                return None
             raise
         try:
             dbapi_con = rec.dbapi_connection
             if dbapi_con is None:
-                return True
+                return None
             info = self.ids.get(dbapi_con)
             cid = info.id if info is not None else ""
             t0 = _clock()
@@ -240,14 +246,43 @@ class _State:
                 err = None if ok else "ping returned false"
             except Exception as exc:
                 ok, err = False, describe_error(exc)
-            latency = _clock() - t0
-            emit_heartbeat(h, cid, bool(ok), latency, err)
-            if not ok:
                 if info is not None:
-                    info.hint = "lost"
+                    info.hint = "lost" if _is_disconnect(exc) else "invalid"
+            latency = _clock() - t0
+            if not ok:
+                if info is not None and info.hint is None:
+                    info.hint = "invalid"
                 rec.invalidate(Exception(err or "heartbeat failed"))
         finally:
             pool._do_return_conn(rec)
+        return bool(ok), latency, err, cid
+
+    def connect_own(self) -> ProbeResult:
+        """Open a DBAPI connection as the pool would (its creator), close it at once."""
+        creator = self.creator
+        t0 = _clock()
+        try:
+            con = creator(None)
+        except Exception as exc:
+            return False, _clock() - t0, describe_error(exc), ""
+        latency = _clock() - t0
+        try:
+            con.close()
+        except Exception as exc:
+            errors.report("sqlalchemy probe close", exc)
+        return True, latency, None, ""
+
+    def tick(self) -> bool:
+        """One heartbeat round on the heartbeat thread."""
+        assert self.heartbeat is not None
+        sync_round(
+            self.handle,
+            self.backend,
+            self.probes,
+            self.probe_idle,
+            self.connect_own,
+            probe_timeout(self.heartbeat),
+        )
         return True
 
 
@@ -309,8 +344,12 @@ def _wrap_do_get(st: _State) -> None:
             st.waiting -= 1
             st.handle.event("timeout", wait=_clock() - start, error=describe_error(exc))
             raise
-        except BaseException:
+        except BaseException as exc:
             st.waiting -= 1
+            if isinstance(exc, Exception):
+                error = describe_error(exc)
+                st.handle.event("acquire_error", error=error)
+                st.backend.failed("acquire", error)
             raise
         st.waiting -= 1
         st.waits[id(rec)] = _clock() - start
@@ -332,8 +371,11 @@ def _wrap_creator(st: _State) -> None:
         try:
             con = original(rec)
         except Exception as exc:
-            st.handle.event("connect_error", error=describe_error(exc), duration=_clock() - t0)
+            error = describe_error(exc)
+            st.handle.event("connect_error", error=error, duration=_clock() - t0)
+            st.backend.failed("connect", error)
             raise
+        st.backend.ok("connect")
         try:
             emit_connect(st.handle, st.ids.add(con), _clock() - t0, con)
         except Exception as exc:
@@ -378,6 +420,7 @@ def _pre_ping_failed(st: _State, dbapi_con: Any, t0: float, err: str | None) -> 
     if info is not None:
         info.hint = "lost"
     emit_heartbeat(st.handle, info.id if info else "", False, _clock() - t0, err, pre_ping=True)
+    st.backend.failed("probe", err or "pre-ping failed")
 
 
 def _target(engine: Any) -> str:
@@ -516,7 +559,7 @@ def _attach(obj: Any, pool: Any, runtime: Runtime, options: Options) -> _State:
         if is_async:
             _start_async(st, heartbeat)
         else:
-            st.stop_heartbeat = start_thread_heartbeat(handle.name, heartbeat, st.probe)
+            st.stop_heartbeat = start_thread_heartbeat(handle.name, heartbeat, st.tick)
     return st
 
 
@@ -547,7 +590,17 @@ def _start_async(st: _State, interval: float) -> None:
         return
     st.deferred_heartbeat = None
 
+    probes = (AsyncProbe(), AsyncProbe())
+
     async def tick() -> bool:
-        return bool(await greenlet_spawn(st.probe))
+        await async_round(
+            st.handle,
+            st.backend,
+            probes,
+            lambda: greenlet_spawn(st.probe_idle),
+            lambda: greenlet_spawn(st.connect_own),
+            probe_timeout(interval),
+        )
+        return True
 
     st.stop_heartbeat = start_async_heartbeat(loop, interval, tick)
