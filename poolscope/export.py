@@ -31,6 +31,7 @@ from poolscope.endpoint import Endpoint
 from poolscope.events import Event
 from poolscope.metrics import Family, Series, Source, families, to_client
 from poolscope.model import PoolState
+from poolscope.textsafe import visible
 
 log = logging.getLogger("poolscope.export")
 
@@ -121,7 +122,8 @@ class Exporter:
             try:
                 target.apply(ev)
             except Exception as exc:  # one bad event must not stop the exporter
-                log.warning("poolscope export: %s: %s", target.endpoint, exc)
+                # The message may quote the event: made visible like all stream text.
+                log.warning("poolscope export: %s: %s", target.endpoint, visible(str(exc)))
             if self.on_change is not None and ev.get("type") in (CONNECTED, DISCONNECTED):
                 self.on_change(target, ev)
 
