@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
 import re
 import secrets
 import urllib.request
@@ -309,3 +310,257 @@ def test_unknown_event_type_is_not_looked_up_as_a_method() -> None:
         ]
     )
     assert state.skipped == 4 and state.events == 0
+
+
+# -- secrets in argv, names and error texts (issue 12, items 3 and 4) -------------------
+
+
+def _secret(tag: str) -> str:
+    return f"{tag}-{secrets.token_hex(6)}"
+
+
+def test_argv_secrets_are_redacted_in_hello_sync_discovery_and_ps(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    pw = {k: _secret(k) for k in ("url", "flag", "eq", "env", "kw", "tok", "late")}
+    argv = [
+        "--dsn",
+        f"postgresql://app:{pw['url']} x@db/orders",  # a space in the URL password
+        "--password",
+        pw["flag"],
+        f"--api-key={pw['eq']}",
+        f"PGPASSWORD={pw['env']}",
+        f"host=db password='{pw['kw']} y'",
+        "--token",
+        pw["tok"],
+        "--secret",
+        pw["late"],  # past the 8 arguments sent: ps still shows the live command line
+    ]
+    reg = tmp_path / "reg"
+    env = dict(os.environ, POOLSCOPE_RUNTIME_DIR=str(reg), PYTHONUNBUFFERED="1")
+    app = subprocess.Popen(
+        [sys.executable, str(ROOT / "tests" / "apps" / "discovery_app.py"), *argv],
+        cwd=ROOT,
+        env=env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert app.stdout is not None
+        ready = json.loads(app.stdout.readline())
+        host, port = ready["endpoint"].rsplit(":", 1)
+        ob = RawObserver(host, int(port))
+        try:
+            wait_for(lambda: b'"type":"sync"' in ob.data, 10.0)
+        finally:
+            ob.close()
+        evs = ob.events()
+        hello = next(e for e in evs if e["type"] == "hello")
+        sync = next(e for e in evs if e["type"] == "sync")
+        entry = (reg / f"{ready['pid']}.json").read_text()
+        ps_json = subprocess.run(
+            [*POOLSCOPE, "ps", "--json"], env=env, capture_output=True, text=True, cwd=ROOT
+        )
+        ps_text = subprocess.run(
+            [*POOLSCOPE, "ps"], env=env, capture_output=True, text=True, cwd=ROOT
+        )
+    finally:
+        app.communicate(timeout=20)
+    assert hello["argv"][1:4] == ["--dsn", "postgresql://app:***@db/orders", "--password"]
+    assert hello["argv"][4:] == ["***", "--api-key=***", "PGPASSWORD=***", "host=db password='***'"]
+    assert sync["state"]["process"]["argv"] == hello["argv"]
+    assert json.loads(entry)["argv"] == hello["argv"]
+    [row] = json.loads(ps_json.stdout)
+    assert "--token ***" in row["command"] and "--secret ***" in row["command"]
+    outputs = {
+        "stream": bytes(ob.data).decode(),
+        "discovery": entry,
+        "ps --json": ps_json.stdout,
+        "ps": ps_text.stdout,
+    }
+    for where, text in outputs.items():
+        for p in pw.values():
+            assert p not in text, f"{p} leaked into {where}"
+
+
+async def test_a_dsn_given_as_the_pool_name_is_redacted_everywhere(
+    fresh_runtime: runtime_module.Runtime, caplog: pytest.LogCaptureFixture
+) -> None:
+    rt = fresh_runtime
+    caplog.set_level(logging.DEBUG)
+    pool = ps.instrument(make_pool(), name=_dsn(), listen="127.0.0.1:0", leak_threshold=None)
+    assert rt.endpoint is not None
+    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    try:
+        async with pool, pool.acquire():
+            pass
+        await await_for(lambda: b'"type":"release"' in ob.data)
+        outputs = _everything(rt, ob, caplog)
+    finally:
+        ob.close()
+    assert "postgresql://app:***@127.0.0.1:1/orders" in outputs["stream"]
+    assert 'db_client_connection_pool_name="postgresql://app:***@' in outputs["metrics"]
+    for where, text in outputs.items():
+        assert PASSWORD not in text, f"password leaked into {where}"
+
+
+# Each of these leaked into connect_error and the sync's last error before.
+LEAKY_ERRORS = [
+    "could not connect to postgresql://app:{pw} with space@db/orders",
+    "bad options {{'host': 'db', 'password': '{pw}'}}",
+    "PGPASSWORD={pw} psql -h db failed",
+    'config {{"user": "app", "password": "{pw}"}} rejected',
+    "password: {pw}",
+    "driver said pass={pw}",
+    "{pad} postgresql://app:{pw}@db/orders",  # straddles any cut at 300 characters
+]
+
+
+async def test_error_texts_that_leaked_are_redacted(
+    fresh_runtime: runtime_module.Runtime,
+    fresh_errors: int,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    rt = fresh_runtime
+    caplog.set_level(logging.DEBUG)
+    messages = [m.format(pw=PASSWORD, pad="x" * 280) for m in LEAKY_ERRORS]
+    pending = list(messages)
+
+    async def factory() -> Conn:
+        if pending:
+            raise ConnectionError(pending.pop(0))
+        return Conn()
+
+    from poolscope.pool import Pool
+
+    pool = Pool(factory, max_size=1, acquire_timeout=0.5, name="orders")
+    pool = ps.instrument(pool, listen="127.0.0.1:0", leak_threshold=None)
+    assert rt.endpoint is not None
+    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    try:
+        async with pool:
+            while pending:
+                try:
+                    async with pool.acquire():
+                        pass
+                except Exception:
+                    pass
+        for m in messages:
+            errors.report(f"test {m[:10]}", ValueError(m))
+        await await_for(lambda: ob.data.count(b'"type":"connect_error"') >= len(messages))
+        outputs = _everything(rt, ob, caplog)
+    finally:
+        ob.close()
+    errs = [e["error"] for e in ob.events() if e["type"] == "connect_error"]
+    assert len(errs) >= len(messages) and all("***" in e for e in errs), errs
+    for where, text in outputs.items():
+        assert PASSWORD not in text, f"password leaked into {where}"
+        assert PASSWORD[:8] not in text, f"the password's start leaked into {where}"
+
+
+# -- poolscope's own frames hold no credentials (issue 12, item 4) ---------------------
+
+OURS = str(ROOT / "instrument")
+
+
+def _poolscope_frames_holding(exc: BaseException, secret: str) -> list[str]:
+    """What a locals-capturing tool (Sentry, loguru's diagnose) would print from
+    poolscope's frames of this exception and the ones chained to it."""
+    hits: list[str] = []
+    seen: set[int] = set()
+    todo: list[BaseException | None] = [exc]
+    while todo:
+        e = todo.pop()
+        if e is None or id(e) in seen:
+            continue
+        seen.add(id(e))
+        tb = e.__traceback__
+        while tb is not None:
+            frame = tb.tb_frame
+            if frame.f_code.co_filename.startswith(OURS):
+                for name, value in frame.f_locals.items():
+                    try:
+                        text = repr(value)
+                    except Exception:
+                        continue
+                    if secret in text:
+                        hits.append(f"{frame.f_code.co_qualname} ({name})")
+            tb = tb.tb_next
+        todo += [e.__cause__, e.__context__]
+    return hits
+
+
+async def test_asyncpg_connect_failure_leaves_no_password_in_poolscope_frames(
+    fresh_runtime: runtime_module.Runtime,
+) -> None:
+    import asyncpg
+
+    dsn = _dsn(f"127.0.0.1:{free_port()}")
+    pool = ps.instrument(asyncpg.create_pool(dsn, min_size=0, max_size=1), listen=False)
+    async with pool:
+        with pytest.raises(OSError) as info:
+            await pool.acquire(timeout=5)
+    assert _poolscope_frames_holding(info.value, PASSWORD) == []
+
+
+def test_sqlalchemy_connect_failure_leaves_no_password_in_poolscope_frames(
+    fresh_runtime: runtime_module.Runtime,
+) -> None:
+    import sqlalchemy
+
+    url = _dsn(f"127.0.0.1:{free_port()}").replace("postgresql://", "postgresql+psycopg://")
+    engine = ps.instrument(sqlalchemy.create_engine(url), listen=False)
+    try:
+        with pytest.raises(sqlalchemy.exc.OperationalError) as info:
+            engine.connect()
+    finally:
+        engine.dispose()
+    assert _poolscope_frames_holding(info.value, PASSWORD) == []
+
+
+def test_psycopg_pool_connect_failure_leaves_no_password_in_poolscope_frames(
+    fresh_runtime: runtime_module.Runtime,
+) -> None:
+    import psycopg
+    from psycopg_pool import ConnectionPool
+
+    conninfo = f"host=127.0.0.1 port={free_port()} dbname=orders user=app password={PASSWORD}"
+    pool = ConnectionPool(conninfo, min_size=0, max_size=1, open=False)
+    pool = ps.instrument(pool, listen=False)
+    try:
+        with pytest.raises(psycopg.OperationalError) as info:
+            pool._connect()  # the connect poolscope wraps, as the pool's workers call it
+    finally:
+        pool.close()
+    assert _poolscope_frames_holding(info.value, PASSWORD) == []
+
+
+LITERAL = "Lit3ral-" + "Pw"  # the source line below holds it whole; this line does not
+
+
+async def _hold_at_a_line_quoting_a_dsn(pool: Any) -> None:
+    async with pool.acquire() as conn:  # connect("postgresql://app:Lit3ral-Pw@db/orders")
+        assert conn
+        await asyncio.sleep(0.4)
+
+
+async def test_source_lines_in_stacks_are_redacted(
+    fresh_runtime: runtime_module.Runtime,
+) -> None:
+    rt = fresh_runtime
+    pool = ps.instrument(make_pool(), listen="127.0.0.1:0", leak_threshold=0.05)
+    assert rt.endpoint is not None
+    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    try:
+        async with pool:
+            await _hold_at_a_line_quoting_a_dsn(pool)
+        await await_for(lambda: b'"type":"unleak"' in ob.data)
+    finally:
+        ob.close()
+    leak = next(e for e in ob.events() if e["type"] == "leak")
+    [frame] = [f for f in leak["stack"] if f["func"].endswith("_hold_at_a_line_quoting_a_dsn")]
+    assert "postgresql://app:***@db/orders" in frame["code"], frame
+    assert LITERAL.encode() not in bytes(ob.data)

@@ -16,6 +16,8 @@ import threading
 from types import CodeType, FrameType
 from typing import Any
 
+from .redact import redact
+
 # Frames from these directories are the pool's machinery, not the application's.
 _INTERNAL_DIRS: list[str] = []
 
@@ -181,7 +183,8 @@ def format_site(raw: tuple[Any, ...]) -> list[dict[str, Any]]:
                 "file": code.co_filename,
                 "line": line,
                 "func": getattr(code, "co_qualname", code.co_name),
-                "code": linecache.getline(code.co_filename, line).strip(),
+                # Source text may hold a literal DSN: redacted like everything sent.
+                "code": redact(linecache.getline(code.co_filename, line).strip()),
             }
         )
     return frames
@@ -201,7 +204,7 @@ def format_frames(frames: list[FrameType], limit: int = 30) -> list[dict[str, An
                 "file": code.co_filename,
                 "line": f.f_lineno,
                 "func": getattr(code, "co_qualname", code.co_name),
-                "code": linecache.getline(code.co_filename, f.f_lineno or 0).strip(),
+                "code": redact(linecache.getline(code.co_filename, f.f_lineno or 0).strip()),
             }
         )
         if len(out) >= limit:
