@@ -376,3 +376,64 @@ class PgSampler:
                 await asyncio.sleep(self.interval)
         finally:
             await self.view.close()
+
+
+def add_arguments(p: Any) -> None:
+    """``--pg DSN``, ``--show-queries`` and ``--idle-tx S`` for attach, export, advise."""
+    p.add_argument(
+        "--pg",
+        metavar="DSN",
+        help="also sample this PostgreSQL's pg_stat_activity (one connection of the "
+        "observer's own) and join it to the pools' connections",
+    )
+    p.add_argument(
+        "--show-queries",
+        action="store_true",
+        help=f"with --pg: show each connection's query (cut to {QUERY_CHARS} characters)",
+    )
+    p.add_argument(
+        "--idle-tx",
+        type=float,
+        default=DEFAULT_IDLE_TX,
+        metavar="S",
+        help=f"with --pg: flag a held connection idle in transaction > S s ({DEFAULT_IDLE_TX:g})",
+    )
+
+
+def snapshot_once(args: Any, states: Sequence[tuple[str, PoolState]]) -> Snapshot | None:
+    """One sample for a command that ends (advise); None without ``--pg``."""
+    if not getattr(args, "pg", None):
+        return None
+    view = PgView(args.pg, show_queries=args.show_queries, idle_tx=args.idle_tx)
+
+    async def once() -> Snapshot:
+        try:
+            return await view.sample(states)
+        finally:
+            await view.close()
+
+    return asyncio.run(once())
+
+
+def snapshot_lines(snap: Snapshot) -> list[str]:
+    """A sample as text lines (flags and budget first, then each connection)."""
+    lines = [f"server {snap.server}"]
+    if snap.error:
+        return [*lines, f"  {snap.error}"]
+    budget = snap.budget_line()
+    if budget:
+        lines.append(f"  {budget}")
+    lines += [f"  ! {f}" for f in snap.flags if f != budget]
+    for r in snap.rows:
+        b = r.backend
+        state = b.state if b else "(gone)"
+        wait = f" wait {b.wait_event_type}/{b.wait_event}" if b and b.wait_event else ""
+        age = f" state {b.state_age:.1f}s" if b and b.state_age is not None else ""
+        xact = f" xact {b.xact_age:.1f}s" if b and b.xact_age is not None else ""
+        query = f"  {b.query}" if b and b.query else ""
+        lines.append(
+            f"  backend {r.pid} {r.pool}/{r.conn} {'held' if r.held else 'idle'}"
+            f"{' ' + r.route if r.route else ''}: {state}{wait}{xact}{age}{query}"
+        )
+    lines.append("  end one connection: SELECT pg_terminate_backend(<backend pid>);")
+    return lines

@@ -229,6 +229,18 @@ def test_routes_blame_backends_and_the_server_view(web_app: WebApp, pg_dsn: str)
     assert top[0].plain == SLOW and top[2].plain == f"{blame[0].share * 100:.0f}%"
     assert st.attribution.blame("site")[0].seconds > 0
 
+    # advise names the top blocker (from the sync's fold) before its recommendation.
+    host, port = app._sock.getpeername()[:2]
+    out = subprocess.run(
+        [sys.executable, "-m", "poolscope", "advise", f"{host}:{port}", "--duration", "1",
+         "--pg", pg_dsn],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    assert "who made them wait" in out.stdout and SLOW in out.stdout, out.stdout
+    assert out.stdout.index(SLOW) < out.stdout.index("recommend"), out.stdout
+    assert "fleet budget" in out.stdout and "pg_terminate_backend" in out.stdout
+
     # A leak in another route, reported and grouped under its template.
     app.get("/leak/1")
     st = app.until(lambda s: bool(s.leaks), "the leak")

@@ -364,3 +364,21 @@ def _rows(v: Any, n: int) -> list[list[Any]]:
     if not isinstance(v, list):
         return []
     return [r for r in v if isinstance(r, list) and len(r) >= n]
+
+
+def blocker_lines(attr: Attribution, pool: str, top: int = 3) -> list[str]:
+    """ "Who made them wait" for one pool, as text lines (for ``advise``): the routes
+    and sites that held connections while others waited, most first."""
+    routes = [b for b in attr.blame("route") if b.pool == pool][:top]
+    if not routes:
+        return []
+    waited = attr.waited.get(pool, 0.0)
+    lines = [f"{pool}: who made them wait (someone waited {waited:.1f}s in all):"]
+    for b in routes:
+        name = b.key or "(no route)"
+        lines.append(f"    {b.share * 100:3.0f}%  {b.seconds:7.1f} conn-s held  {name}")
+    sites = [b for b in attr.blame("site") if b.pool == pool][:top]
+    if sites and sites[0].site is not None:
+        lines.append(f"    top acquire site: #{sites[0].site} ({sites[0].share * 100:.0f}%)")
+    lines.append("  (fix what those hold before adding connections: more only moves the wait)")
+    return lines

@@ -18,7 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from poolscope import advisor
+from poolscope import advisor, pgview
+from poolscope.attribution import blocker_lines
 from poolscope.cli import CommandError, UsageError
 from poolscope.client import (
     CONNECTED,
@@ -89,6 +90,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--token", help="token, if the application requires one")
     p.add_argument("--json", action="store_true", help="print the advice as JSON")
+    pgview.add_arguments(p)
 
 
 def _resolve(source: str) -> Path | Endpoint:
@@ -195,17 +197,27 @@ def run(args: argparse.Namespace) -> int:
         )
         for name in names
     ]
+    snap = pgview.snapshot_once(args, [(where, state)])
     if args.json:
         doc: dict[str, Any] = {
             "source": where,
             "generated": time.time(),
             "cores": args.db_cores or os.cpu_count(),
             "pools": [a.to_dict() for a in results],
+            "blockers": [b.__dict__ for b in state.attribution.blame("route")[:10]],
         }
+        if snap is not None:
+            doc["pg"] = pgview.snapshot_lines(snap)
         print(json.dumps(doc, indent=2, allow_nan=False))
         return 0
     for i, a in enumerate(results):
         if i:
             print()
-        print("\n".join(advisor.format_advice(a)))
+        lines = advisor.format_advice(a)
+        # Who made them wait, before any "add connections" (which only moves the wait).
+        lines[0:0] = blocker_lines(state.attribution, names[i])
+        print("\n".join(lines))
+    if snap is not None:
+        print()
+        print("\n".join(pgview.snapshot_lines(snap)))
     return 0
