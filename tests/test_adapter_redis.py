@@ -66,7 +66,9 @@ def test_blocking_pool_counts_wait_timeouts_gauges(
         wait_sync(lambda: len(of(events, "release", name)) >= 8, what="releases")
         assert len(of(events, "acquire", name)) == 8 == len(of(events, "release", name))
         assert len(of(events, "timeout", name)) == 3
-        assert of(events, "acquire", name)[-1]["wait"] >= marks["released"] - marks["started"]
+        assert (
+            of(events, "acquire", name)[-1]["wait"] >= marks["released"] - marks["started"] - 0.01
+        )
         assert of(events, "acquire", name)[-1]["wait"] >= 0.29
         assert len(of(events, "connect", name)) == 1  # one socket, reused
         n = len(of(events, "state", name))
@@ -192,7 +194,7 @@ async def test_asyncio_blocking_pool(fresh_runtime: Runtime, redis_server: Redis
     events = capture(fresh_runtime)
     pool = aredis.BlockingConnectionPool.from_url(redis_server.url, max_connections=1, timeout=0.1)
     client = ps.instrument(
-        aredis.Redis(connection_pool=pool), name="ar", leak_threshold=0.3, listen=False
+        aredis.Redis(connection_pool=pool), name="ar", leak_threshold=0.6, listen=False
     )
     try:
         for i in range(4):
@@ -239,6 +241,8 @@ def test_password_appears_nowhere(
     bad = ps.instrument(redis.Redis.from_url(wrong), name="bad", listen=False)
     assert rt.endpoint is not None
     ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    # Events folded before the greeting travel in its sync: wait for it, then act.
+    wait_for(lambda: b'"type":"sync"' in ob.data, 5.0)
     try:
         assert client.ping()
         with pytest.raises(redis.AuthenticationError):

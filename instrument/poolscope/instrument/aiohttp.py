@@ -27,6 +27,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import weakref
 from typing import Any
 
 from . import errors
@@ -304,6 +305,10 @@ class AiohttpAdapter:
         "aiohttp.client_proto:ResponseHandler.should_close",
     )
 
+    def __init__(self) -> None:
+        # A closed session forgets its connector: uninstrument(session) finds it here.
+        self._connectors: weakref.WeakKeyDictionary[Any, Any] = weakref.WeakKeyDictionary()
+
     def matches(self, obj: Any) -> bool:
         return any(
             top == "aiohttp" and n in ("ClientSession", "BaseConnector")
@@ -330,10 +335,12 @@ class AiohttpAdapter:
             for proto, _ in conns:
                 tr.conn_id(proto)
         st.hooks.set(_ATTR, st)
+        if connector is not obj:
+            self._connectors[obj] = connector
         return obj
 
     def detach(self, obj: Any) -> Any:
-        connector = _connector_of(obj)
+        connector = self._connectors.pop(obj, None) or _connector_of(obj)
         st = getattr(connector, "__dict__", {}).get(_ATTR)
         if not isinstance(st, _State):
             return None

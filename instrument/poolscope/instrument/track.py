@@ -43,6 +43,8 @@ _tasks_by_loop: Any = getattr(asyncio.tasks, "_current_tasks", None)
 HEALTHY, SUSPECT, DOWN = "healthy", "suspect", "down"
 #: Close reasons that say the backend (or the network to it) failed.
 FAILED_CLOSES = frozenset({"lost", "error"})
+#: What the helpers count as a timeout by default (3.10's asyncio.TimeoutError is apart).
+TIMEOUTS: tuple[type[BaseException], ...] = (TimeoutError, asyncio.TimeoutError)
 #: Returned by a ``probe`` that chose not to run (e.g. nothing idle): said, not hidden.
 SKIP = object()
 
@@ -420,14 +422,14 @@ class Tracker:
         get: Callable[[], Any],
         put: Callable[[Any], Any] | None = None,
         *,
-        timeouts: tuple[type[BaseException], ...] = (TimeoutError,),
+        timeouts: tuple[type[BaseException], ...] = TIMEOUTS,
     ) -> _Acquire:
         """``with tracker.acquire(pool.get, pool.put) as conn:`` (or ``async with`` when
         ``get``/``put`` are coroutine functions): timed, tracked, and given back."""
         return _Acquire(self, get, put, timeouts)
 
     def acquirer(
-        self, fn: F | None = None, *, timeouts: tuple[type[BaseException], ...] = (TimeoutError,)
+        self, fn: F | None = None, *, timeouts: tuple[type[BaseException], ...] = TIMEOUTS
     ) -> Any:
         """Decorate a pool's get function (sync or async): its wait is timed, the
         connection it returns is ``acquired`` at its caller's line, an exception in
