@@ -41,6 +41,15 @@ def _dsn(host_port: str = "127.0.0.1:1", db: str = "orders") -> str:
     return f"postgresql://app:{PASSWORD}@{host_port}/{db}"
 
 
+def _greeted(rt: runtime_module.Runtime) -> RawObserver:
+    """An observer that has had its greeting: what happens from now on reaches it live
+    (events before the greeting are in its ``sync``, not sent one by one)."""
+    assert rt.endpoint is not None
+    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    wait_for(lambda: b'"type":"sync"' in ob.data, 10.0)
+    return ob
+
+
 def _everything(rt: runtime_module.Runtime, ob: RawObserver, caplog: Any) -> dict[str, str]:
     """Every output a secret could leak into, as text."""
     late = RawObserver(rt.endpoint.host, rt.endpoint.port)  # type: ignore[union-attr]
@@ -88,7 +97,7 @@ async def test_dsn_password_appears_nowhere_reference_pool(
     pool = Pool(factory, max_size=2, acquire_timeout=1.0, name="orders", target=_dsn())
     pool = ps.instrument(pool, listen="127.0.0.1:0", leak_threshold=None)
     assert rt.endpoint is not None
-    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    ob = _greeted(rt)
     try:
         async with pool:
             for _ in range(3):
@@ -157,7 +166,7 @@ async def test_dsn_password_appears_nowhere_asyncpg_and_exporter(
     )
     bad = ps.instrument(asyncpg.create_pool(dead, min_size=0, max_size=1), name="bad")
     assert rt.endpoint is not None
-    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    ob = _greeted(rt)
     mport = free_port()
     exporter = spawn([*POOLSCOPE, "export", str(rt.endpoint), "--listen", f"127.0.0.1:{mport}"])
     fault_children.append(exporter)
@@ -202,7 +211,7 @@ async def test_stack_events_carry_no_local_variables(
     rt = fresh_runtime
     pool = ps.instrument(make_pool(), listen="127.0.0.1:0", leak_threshold=0.05)
     assert rt.endpoint is not None
-    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    ob = _greeted(rt)
     secret = "local-" + secrets.token_hex(12)
     try:
         async with pool:
@@ -393,7 +402,7 @@ async def test_a_dsn_given_as_the_pool_name_is_redacted_everywhere(
     caplog.set_level(logging.DEBUG)
     pool = ps.instrument(make_pool(), name=_dsn(), listen="127.0.0.1:0", leak_threshold=None)
     assert rt.endpoint is not None
-    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    ob = _greeted(rt)
     try:
         async with pool, pool.acquire():
             pass
@@ -436,10 +445,10 @@ async def test_error_texts_that_leaked_are_redacted(
 
     from poolscope.pool import Pool
 
-    pool = Pool(factory, max_size=1, acquire_timeout=0.5, name="orders")
+    pool = Pool(factory, max_size=1, acquire_timeout=0.5, name="orders", breaker_threshold=None)
     pool = ps.instrument(pool, listen="127.0.0.1:0", leak_threshold=None)
     assert rt.endpoint is not None
-    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    ob = _greeted(rt)
     try:
         async with pool:
             while pending:
@@ -553,7 +562,7 @@ async def test_source_lines_in_stacks_are_redacted(
     rt = fresh_runtime
     pool = ps.instrument(make_pool(), listen="127.0.0.1:0", leak_threshold=0.05)
     assert rt.endpoint is not None
-    ob = RawObserver(rt.endpoint.host, rt.endpoint.port)
+    ob = _greeted(rt)
     try:
         async with pool:
             await _hold_at_a_line_quoting_a_dsn(pool)
