@@ -57,6 +57,16 @@ HEAVY_P99_P50 = 20.0
 SIZE_LIMIT = 100_000
 #: Series intervals longer than this are gaps (a stalled observer), not data.
 MAX_SAMPLE_GAP = 5.0
+#: Per-second bins kept for the index of dispersion: the last day at most, whatever
+#: the span (a crafted file with t=1 and t=3e8 must not allocate 3e8 bins).
+MAX_BINS = 86_400
+#: A pool with acquires waiting in at least this share of its gauge samples queued in
+#: the span: never "shrink" it. From this share on it was saturated outright (the
+#: measured rate is capped by the pool itself).
+QUEUED_SHARE = 0.05
+SATURATED_SHARE = 0.5
+#: A measured p99 wait this many times the target (and 5 ms above it) is far above it.
+FAR_ABOVE_TARGET = 3.0
 
 
 # -- theory -------------------------------------------------------------------------
@@ -278,10 +288,15 @@ def dispersion_index(
 
 def per_second_counts(times: Sequence[float], start: float, end: float) -> list[int]:
     """Counts of ``times`` in whole one-second bins from ``start`` (a partial last
-    bin is dropped)."""
+    bin is dropped); only the last :data:`MAX_BINS` bins of a longer span."""
+    if not end - start < math.inf:
+        return []
     bins = int(end - start)
     if bins <= 0:
         return []
+    if bins > MAX_BINS:
+        start += bins - MAX_BINS
+        bins = MAX_BINS
     counts = [0] * bins
     for t in times:
         i = int(t - start)
@@ -359,6 +374,12 @@ class Workload:
     dispersion_bins: int
     mean_in_use: float | None  # from the pool's own gauges
     dropped: int = 0
+    #: Share of the span's gauge samples with acquires waiting.
+    saturated: float = 0.0
+    waiting_max: int = 0  # most acquires waiting at once in the span (gauges)
+    acquire_errors: int = 0
+    #: What the span is, for people ("the 15 s watched", "the last 60 s of the file").
+    span_note: str = ""
 
     @property
     def offered_load(self) -> float:
@@ -371,11 +392,13 @@ class Workload:
         return d
 
 
-def _series_rate(p: PoolMetrics) -> tuple[float, float, int, list[float], list[float]]:
+def _series_rate(
+    p: PoolMetrics, window: float | None = None
+) -> tuple[float, float, int, list[float], list[float]]:
     """Rate of attempts from the gauge samples: (rate, span, attempts, counts, lengths)."""
     counts: list[float] = []
     lengths: list[float] = []
-    samples = list(p.series)
+    samples = p.window(window) if window is not None else list(p.series)
     for a, b in itertools.pairwise(samples):
         dt = b.t - a.t
         n = (b.acquires + b.timeouts) - (a.acquires + a.timeouts)
@@ -388,18 +411,30 @@ def _series_rate(p: PoolMetrics) -> tuple[float, float, int, list[float], list[f
     return (total / span if span > 0 else 0.0), span, total, counts, lengths
 
 
-def observe(state: PoolState, pool: str, arrivals: ArrivalLog | None = None) -> Workload:
+def observe(
+    state: PoolState,
+    pool: str,
+    arrivals: ArrivalLog | None = None,
+    *,
+    window: float | None = None,
+) -> Workload:
     """Estimate a pool's workload from its folded state (and live acquire times).
 
     The rate comes from whichever covers more time: the acquire timestamps seen
     live, or the pool's gauge samples (up to 15 minutes of history, carried by
-    the ``sync`` a late attacher receives). Hold and wait statistics come from the
-    pool's histograms (all of its history).
+    the ``sync`` a late attacher receives), each only over the last ``window``
+    seconds when given. Hold and wait statistics come from the pool's histograms
+    (all of its history: a sync carries them undated). For advice over exactly a
+    span of events, see :mod:`poolscope.span`.
     """
     p = state.pools.get(pool) or PoolMetrics(name=pool)
-    s_rate, s_span, s_total, s_counts, s_lengths = _series_rate(p)
+    s_rate, s_span, s_total, s_counts, s_lengths = _series_rate(p, window)
     times = arrivals.times.get(pool, []) if arrivals is not None else []
-    a_span = arrivals.span if arrivals is not None and times else 0.0
+    a_start = arrivals.start if arrivals is not None else 0.0
+    if arrivals is not None and window is not None and arrivals.end - window > a_start:
+        a_start = arrivals.end - window
+        times = [t for t in times if t >= a_start]
+    a_span = max(0.0, arrivals.end - a_start) if arrivals is not None and times else 0.0
     source = "none"
     rate, span, attempts = 0.0, 0.0, 0
     dispersion: float | None = None
@@ -408,14 +443,16 @@ def observe(state: PoolState, pool: str, arrivals: ArrivalLog | None = None) -> 
         source, span, attempts = "acquire events", a_span, len(times)
         rate = attempts / span
         assert arrivals is not None
-        counts = per_second_counts(times, arrivals.start, arrivals.end)
+        counts = per_second_counts(times, a_start, arrivals.end)
         bins = len(counts)
         dispersion = dispersion_index([float(c) for c in counts])
     elif s_span > 0:
         source, span, attempts, rate = "gauge samples", s_span, s_total, s_rate
         bins = len(s_counts)
         dispersion = dispersion_index(s_counts, s_lengths)
-    in_use = [s.in_use for s in p.series]
+    samples = p.window(window) if window is not None else list(p.series)
+    in_use = [s.in_use for s in samples]
+    busy = sum(1 for s in samples if s.waiting > 0)
     return Workload(
         pool=pool,
         size=p.max,
@@ -437,6 +474,10 @@ def observe(state: PoolState, pool: str, arrivals: ArrivalLog | None = None) -> 
         dispersion_bins=bins,
         mean_in_use=sum(in_use) / len(in_use) if in_use else None,
         dropped=state.dropped,
+        saturated=busy / len(samples) if samples else 0.0,
+        waiting_max=max((s.waiting for s in samples), default=0),
+        acquire_errors=p.acquire_errors,
+        span_note="everything the state holds, history from its sync included",
     )
 
 
@@ -562,6 +603,8 @@ def advise_workload(
 
     load = w.offered_load
     hold = w.hold_mean
+    if w.span_note:
+        why.append(f"Span: {w.span_note}.")
     why.append(
         f"Observed {w.attempts:,} acquires over {_fmt_span(w.span)} ({w.rate_source}): "
         f"{w.rate:.3g} per second, each holding a connection {fmt_seconds(hold)} on average"
@@ -616,6 +659,13 @@ def advise_workload(
                     else ""
                 )
             )
+    if current > 0 and recommended < current and recommended == size:
+        reason = _why_not_shrink(w, p99_target, advice.measured_p99)
+        if reason:
+            # The headline must agree with the warnings: a pool that queued in the
+            # span, or whose waits were far above target, is not too big.
+            why.append(f"Not shrinking: {reason}.")
+            recommended = current
     advice.recommended = recommended
     advice.utilization_recommended = load / recommended
     advice.predicted_p99_recommended = wait_p99(recommended, w.rate, hold)
@@ -629,6 +679,32 @@ def advise_workload(
         )
     _assumption_warnings(advice, p99_target, util_ceiling)
     return advice
+
+
+def saturated_in_span(w: Workload) -> bool:
+    """The pool ran out of connections in the span (by its gauges, or by the load)."""
+    return w.saturated >= SATURATED_SHARE or (w.size > 0 and w.offered_load >= w.size * 0.98)
+
+
+def far_above_target(measured: float | None, target: float) -> bool:
+    return (
+        measured is not None and measured > FAR_ABOVE_TARGET * target and measured - target > 0.005
+    )
+
+
+def _why_not_shrink(w: Workload, target: float, measured: float | None) -> str:
+    parts = []
+    if w.saturated >= QUEUED_SHARE or saturated_in_span(w):
+        parts.append(
+            f"acquires queued in {_pct(w.saturated)} of the span's gauge samples"
+            + (f" (up to {w.waiting_max} waiting)" if w.waiting_max else "")
+        )
+    if far_above_target(measured, target):
+        parts.append(
+            f"the measured p99 wait ({fmt_seconds(measured)}) is far above the target "
+            f"({fmt_seconds(target)})"
+        )
+    return " and ".join(parts)
 
 
 def _verdict_line(a: Advice) -> str:
@@ -731,11 +807,20 @@ def _assumption_warnings(a: Advice, p99_target: float, util_ceiling: float) -> N
                 )
             except ValueError:
                 pass
-    if a.current_size > 0 and w.offered_load >= a.current_size * 0.98:
-        warn.append(
-            "The pool is saturated: the observed rate is capped by the pool itself, so demand "
-            "may be higher than measured; treat the recommendation as a lower bound."
+    if a.current_size > 0 and saturated_in_span(w):
+        share = (
+            f" (acquires waiting in {_pct(w.saturated)} of the gauge samples"
+            + (f", up to {w.waiting_max} waiting" if w.waiting_max else "")
+            + ")"
+            if w.saturated
+            else ""
         )
+        warn.append(
+            f"The pool is saturated{share}: the observed rate is capped by the pool itself, "
+            "so demand may be higher than measured; treat the recommendation as a lower bound."
+        )
+    if w.acquire_errors:
+        warn.append(f"{w.acquire_errors:,} acquires failed with errors (not in the rate).")
     if w.timeouts:
         warn.append(f"{w.timeouts:,} acquires timed out (counted in the rate).")
     if w.mean_in_use is not None and w.offered_load > 0:
@@ -773,6 +858,7 @@ def advise(
     instances: int = 1,
     cores: int | None = None,
     arrivals: ArrivalLog | None = None,
+    window: float | None = None,
 ) -> Advice:
     """Sizing advice for ``pool`` from a folded state (what the TUI panel calls).
 
@@ -784,7 +870,7 @@ def advise(
     :func:`fold_with_arrivals` adds live acquire timestamps (better burst detection).
     """
     return advise_workload(
-        observe(state, pool, arrivals),
+        observe(state, pool, arrivals, window=window),
         p99_target=p99_target,
         util_ceiling=util_ceiling,
         db_max_connections=db_max_connections,

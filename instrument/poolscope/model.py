@@ -477,10 +477,11 @@ class PoolState:
         if p.recent is not None:
             slot = p.recent.slot(t)
             slot.samples += 1
-            if p.waiting > 0 or (p.max > 0 and p.in_use >= p.max):
+            if p.waiting > 0:
                 slot.saturated += 1
             slot.waiting_max = max(slot.waiting_max, p.waiting)
             slot.in_use_max = max(slot.in_use_max, p.in_use)
+            slot.in_use_sum += p.in_use
         sample = Sample(t, p.in_use, p.idle, p.waiting, p.max, p.acquires, p.timeouts)
         series = p.series
         if series and t - series[-1].t < SERIES_MIN_STEP:

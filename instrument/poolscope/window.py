@@ -36,6 +36,7 @@ class Slot:
         "heartbeats_failed",
         "hold",
         "in_use_max",
+        "in_use_sum",
         "index",
         "releases",
         "samples",
@@ -57,9 +58,10 @@ class Slot:
         self.wait = Histogram()
         self.hold = Histogram()
         self.samples = 0  # state samples (the pool's own gauges)
-        self.saturated = 0  # of which: someone waiting, or every connection in use
+        self.saturated = 0  # of which: acquires waiting (the pool ran out)
         self.waiting_max = 0
         self.in_use_max = 0
+        self.in_use_sum = 0  # over the samples: their mean is the measured busy count
 
 
 @dataclass
@@ -81,6 +83,12 @@ class WindowStats:
     saturated: int = 0
     waiting_max: int = 0
     in_use_max: int = 0
+    in_use_sum: int = 0
+
+    @property
+    def mean_in_use(self) -> float | None:
+        """Mean connections in use by the pool's own gauges (None without samples)."""
+        return self.in_use_sum / self.samples if self.samples else None
 
     @property
     def acquire_rate(self) -> float:
@@ -99,7 +107,7 @@ class WindowStats:
 
     @property
     def saturated_share(self) -> float:
-        """Share of the window's gauge samples with waiters or no free connection."""
+        """Share of the window's gauge samples with acquires waiting."""
         return self.saturated / self.samples if self.samples else 0.0
 
     @property
@@ -171,4 +179,5 @@ class RecentWindow:
             out.saturated += s.saturated
             out.waiting_max = max(out.waiting_max, s.waiting_max)
             out.in_use_max = max(out.in_use_max, s.in_use_max)
+            out.in_use_sum += s.in_use_sum
         return out

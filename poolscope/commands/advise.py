@@ -1,9 +1,11 @@
 """``poolscope advise FILE-or-ENDPOINT``: pool sizing advice from what a pool does.
 
-A recording is read whole; a live endpoint is watched for ``--duration`` seconds
-(its ``sync`` brings the history the application already has, so a short watch
-still sees up to 15 minutes of gauge samples). The theory is in
-``poolscope.advisor``; this module only gathers events and prints.
+Advice is over a span (``poolscope.span``): a live endpoint watched for
+``--duration`` seconds gives the events of those seconds; a recording gives its
+own events. Either way the history the stream's ``sync`` carries is left out
+unless ``--all`` asks for it, and ``--window S`` narrows to the last S seconds.
+Events are folded as they are read, so a large recording costs bounded memory.
+The theory is in ``poolscope.advisor``; this module only gathers events and prints.
 """
 
 from __future__ import annotations
@@ -32,6 +34,8 @@ from poolscope.client import (
 from poolscope.commands.common import positive_float, positive_int
 from poolscope.endpoint import Endpoint, EndpointError, parse_endpoint
 from poolscope.events import Event
+from poolscope.model import PoolState
+from poolscope.span import Span
 
 DEFAULT_DURATION = 10.0
 
@@ -88,6 +92,18 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         metavar="S",
         help=f"for a live endpoint: seconds to watch ({DEFAULT_DURATION:g})",
     )
+    p.add_argument(
+        "--window",
+        type=positive_float,
+        metavar="S",
+        help="advise on the last S seconds only (of the watch, or of the recording)",
+    )
+    p.add_argument(
+        "--all",
+        action="store_true",
+        help="add the history the stream's sync carries (the application's state from "
+        "before the watch or the recording began)",
+    )
     p.add_argument("--token", help="token, if the application requires one")
     p.add_argument("--json", action="store_true", help="print the advice as JSON")
     pgview.add_arguments(p)
@@ -105,13 +121,28 @@ def _resolve(source: str) -> Path | Endpoint:
     raise CommandError(f"cannot read {source}: no such file (and not an endpoint)")
 
 
-def _read_file(path: Path) -> list[Event]:
+class _Folder:
+    """The state and the span, folded one event at a time (nothing is kept)."""
+
+    def __init__(self, window: float | None) -> None:
+        self.state = PoolState()
+        self.span = Span(window=window)
+        self.events = 0
+
+    def apply(self, ev: Event) -> None:
+        self.state.apply(ev)
+        self.span.apply(ev)
+        self.events += 1
+
+
+def _read_file(path: Path, folder: _Folder) -> None:
     feed = FileFeed(path)
     try:
-        events = list(feed)
+        for ev in feed:
+            folder.apply(ev)
     except OSError as exc:
         raise CommandError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if not events:
+    if not folder.events:
         if feed.stopped:
             raise CommandError(f"{path}: {feed.stopped}")
         if feed.bad_lines:
@@ -122,10 +153,15 @@ def _read_file(path: Path) -> list[Event]:
             f"poolscope advise: {path}: {feed.stopped}; advising on what came before",
             file=sys.stderr,
         )
-    return events
+    elif feed.bad_lines:
+        print(
+            f"poolscope advise: {path}: skipped {feed.bad_lines} unreadable lines "
+            f"(first at line {feed.first_bad_line})",
+            file=sys.stderr,
+        )
 
 
-async def _watch(endpoint: Endpoint, duration: float, token: str | None) -> list[Event]:
+async def _watch(endpoint: Endpoint, duration: float, token: str | None, folder: _Folder) -> None:
     """Events from a live endpoint for ``duration`` seconds (fails fast if nothing listens)."""
     try:
         _, w = await open_stream(endpoint, token=token)
@@ -134,14 +170,13 @@ async def _watch(endpoint: Endpoint, duration: float, token: str | None) -> list
         raise CommandError(f"cannot advise: {exc}") from None
     print(f"poolscope advise: watching {endpoint} for {duration:g}s ...", file=sys.stderr)
     client = StreamClient(endpoint, token=token)
-    events: list[Event] = []
     refused = ""
 
     async def pump() -> None:
         nonlocal refused
         async for ev in client.events():
             if ev["type"] not in (CONNECTED, DISCONNECTED):
-                events.append(ev)
+                folder.apply(ev)
             elif ev.get("incompatible"):
                 refused = str(ev.get("error", "incompatible stream"))
                 return
@@ -156,26 +191,45 @@ async def _watch(endpoint: Endpoint, duration: float, token: str | None) -> list
         client.close()
     if refused:
         raise CommandError(f"cannot advise: {endpoint}: {refused}")
-    if not events:
+    if not folder.events:
         raise CommandError(f"cannot advise: {endpoint} sent nothing in {duration:g}s")
-    return events
 
 
-def _source_events(args: argparse.Namespace) -> tuple[list[Event], str]:
+def _gather(args: argparse.Namespace, folder: _Folder) -> tuple[str, float | None]:
+    """Fold the source into ``folder``; (where, seconds watched live or None)."""
     src = _resolve(args.source)
     if isinstance(src, Path):
         if args.duration is not None:
             raise UsageError("poolscope advise: --duration applies to a live endpoint only")
-        return _read_file(src), str(src)
+        _read_file(src, folder)
+        return str(src), None
     duration = args.duration if args.duration is not None else DEFAULT_DURATION
-    return asyncio.run(_watch(src, duration, args.token)), str(src)
+    asyncio.run(_watch(src, duration, args.token, folder))
+    return str(src), duration
+
+
+def _workload(
+    args: argparse.Namespace, folder: _Folder, name: str, live: float | None
+) -> advisor.Workload:
+    """The span's workload; with --all, the state's (sync history included)."""
+    span, state = folder.span, folder.state
+    if args.all:
+        w = advisor.observe(state, name, window=args.window)
+        if w.rate > 0:
+            if args.window is not None:
+                w.span_note = f"the last {args.window:g} s, with the history the sync carries"
+            else:
+                w.span_note = "the history the sync carries and the events after it"
+            return w
+    return span.workload(state, name, span.note(live))
 
 
 def run(args: argparse.Namespace) -> int:
     if args.instances is not None and args.db_max_connections is None:
         raise UsageError("poolscope advise: --instances needs --db-max-connections")
-    events, where = _source_events(args)
-    state, arrivals = advisor.fold_with_arrivals(events)
+    folder = _Folder(args.window)
+    where, live = _gather(args, folder)
+    state = folder.state
     names = sorted(state.pools)
     if args.pool is not None:
         if args.pool not in state.pools:
@@ -185,15 +239,13 @@ def run(args: argparse.Namespace) -> int:
     if not names:
         raise CommandError(f"{where}: no pool activity to advise on")
     results = [
-        advisor.advise(
-            state,
-            name,
+        advisor.advise_workload(
+            _workload(args, folder, name, live),
             p99_target=args.p99_target,
             util_ceiling=args.util_ceiling,
             db_max_connections=args.db_max_connections,
             instances=args.instances or 1,
             cores=args.db_cores,
-            arrivals=arrivals,
         )
         for name in names
     ]
