@@ -26,6 +26,9 @@ COMMANDS: dict[str, str] = {
     "replay": "the TUI over a recording, with play/pause/step/seek",
     "export": "serve Prometheus /metrics for one or more processes",
     "advise": "pool sizing advice from a recording or a live process",
+    "run": "run a command with every pool it creates instrumented (no code change)",
+    "inject": "instrument a running Python process that never imported poolscope",
+    "detach": "undo `poolscope inject`: remove every hook, stop streaming",
 }
 
 

@@ -1,0 +1,97 @@
+"""``poolscope inject PID``: instrument a running CPython 3.10+ process that never imported
+poolscope - its pools found and hooked in place, connections already checked out adopted
+as holders, the stream started. See docs/attach.md (and ``poolscope.remote``)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+from poolscope.cli import CommandError
+from poolscope.commands.common import positive_float
+
+
+def add_parser(p: argparse.ArgumentParser) -> None:
+    p.add_argument("pid", type=int, metavar="PID", help="the process to instrument")
+    p.add_argument(
+        "--listen",
+        metavar="ADDR",
+        help="where the target streams: HOST:PORT or unix:PATH (default: a free loopback port)",
+    )
+    p.add_argument(
+        "--leak-threshold",
+        type=positive_float,
+        default=30.0,
+        metavar="S",
+        help="a connection held longer is a suspected leak (default 30; held connections "
+        "adopted at attach count from the attach)",
+    )
+    p.add_argument("--heartbeat", type=positive_float, metavar="S", help="probe idle connections")
+    p.add_argument(
+        "--timeout",
+        type=positive_float,
+        default=15.0,
+        metavar="S",
+        help="give up when the target reaches no safe point within S seconds (default 15)",
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def inject(
+    pid: int,
+    *,
+    listen: str | None = None,
+    leak_threshold: float | None = 30.0,
+    heartbeat: float | None = None,
+    timeout: float = 15.0,
+) -> dict[str, Any]:
+    """Inject into ``pid``; the bootstrap's result plus how it got there. CommandError
+    (one line) when it cannot."""
+    from poolscope.remote import InjectError, run_request
+
+    if listen:
+        from poolscope.endpoint import EndpointError, parse_endpoint
+
+        try:
+            listen = str(parse_endpoint(listen))
+        except EndpointError as exc:
+            raise CommandError(f"bad --listen: {exc}") from None
+    request = {
+        "action": "attach",
+        "listen": listen,
+        "leak_threshold": leak_threshold,
+        "heartbeat": heartbeat,
+    }
+    try:
+        outcome = run_request(pid, request, timeout)
+    except InjectError as exc:
+        raise CommandError(f"cannot inject into pid {pid}: {exc}") from None
+    result = dict(outcome.result)
+    if not result.get("ok"):
+        raise CommandError(f"cannot inject into pid {pid}: {result.get('error', 'failed')}")
+    result.update(
+        pid=pid, transport=outcome.transport, stopped=outcome.stopped, waited=outcome.waited
+    )
+    return result
+
+
+def run(args: argparse.Namespace) -> int:
+    result = inject(
+        args.pid,
+        listen=args.listen,
+        leak_threshold=args.leak_threshold,
+        heartbeat=args.heartbeat,
+        timeout=args.timeout,
+    )
+    if args.json:
+        print(json.dumps(result))
+        return 0
+    pools = ", ".join(str(p) for p in result.get("pools", [])) or "none found yet"
+    print(
+        f"poolscope: injected into pid {args.pid} ({result['transport']}; stopped "
+        f"{result['stopped']:.2f}s, bootstrap {1000 * float(result.get('pause', 0)):.1f}ms): "
+        f"streaming on {result['endpoint']}; pools: {pools}; "
+        f"{result.get('adopted', 0)} checked-out connection(s) adopted"
+    )
+    return 0
