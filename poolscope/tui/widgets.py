@@ -8,13 +8,14 @@ from collections.abc import Callable, Sequence
 
 from rich.text import Text
 from textual.widgets import DataTable, Static
+from textual.widgets.data_table import ColumnKey
 
 
 class KeyedTable(DataTable[Text]):
     """A DataTable fed whole row lists but updated in place: cells that changed
     are updated by (row key, column key), new rows added, gone rows removed, and
     the order fixed with ``sort`` only when it changed. Never cleared. Columns
-    size to their widest cell, now, not at the first value."""
+    size to their widest cell now, not to their first values (``_fit``)."""
 
     def __init__(self, columns: Sequence[str], **kwargs: object) -> None:
         super().__init__(cursor_type="row", zebra_stripes=False, **kwargs)  # type: ignore[arg-type]
@@ -44,6 +45,7 @@ class KeyedTable(DataTable[Text]):
         for key in old_set - wanted_set:
             self.remove_row(key)
             del self._cells[key]
+        changed: set[int] = set()
         for key, cells in rows:
             old = self._cells.get(key)
             if old is None:
@@ -51,9 +53,8 @@ class KeyedTable(DataTable[Text]):
             else:
                 for col, (a, b) in enumerate(zip(old, cells, strict=True)):
                     if not _same(a, b):
-                        # The column follows its widest value: a count that grows
-                        # from 1 to 10,000 is never shown cut off.
-                        self.update_cell(key, self._columns[col], b, update_width=True)
+                        self.update_cell(key, self._columns[col], b)
+                        changed.add(col)
                 # Keep the objects the table holds (unchanged cells stay the old ones).
                 cells = tuple(a if _same(a, b) else b for a, b in zip(old, cells, strict=True))
             self._cells[key] = cells
@@ -67,10 +68,28 @@ class KeyedTable(DataTable[Text]):
             first = {id(self._cells[k][0]): rank[k] for k in wanted}
             self.sort(self._columns[0], key=lambda cell: first.get(id(cell), 0))
         self._order = wanted
+        self._fit(changed)
         if selected is not None and selected in wanted_set:
             idx = wanted.index(selected)
             if idx != self.cursor_row:
                 self.move_cursor(row=idx, animate=False)
+
+    def _fit(self, columns: set[int]) -> None:
+        """Size each column whose cells changed to its widest cell, so a count that
+        grows from 1 to 10,000 is never cut off (a DataTable keeps the width of a
+        column's first values). One pass over the column, and at most one re-measure
+        by the table: ``update_cell(update_width=True)`` re-measures the whole column
+        whenever a cell narrows, too slow to call for every cell of every refresh."""
+        for col in columns:
+            name = self._columns[col]
+            column = self.columns.get(ColumnKey(name))
+            if column is None or not self._cells:
+                continue
+            key, widest = max(
+                ((k, cells[col].cell_len) for k, cells in self._cells.items()), key=lambda kw: kw[1]
+            )
+            if max(widest, column.label.cell_len) != column.content_width:
+                self.update_cell(key, name, self._cells[key][col], update_width=True)
 
     def append(self, rows: Sequence[tuple[str, tuple[Text, ...]]], keep: int) -> None:
         """Append log rows (keys never seen before) and drop the oldest beyond ``keep``."""
