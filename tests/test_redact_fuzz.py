@@ -45,10 +45,13 @@ def secret(alphabet: str) -> st.SearchStrategy[str]:
     )
 
 
-ANY_SECRET = secret(SECRET_LETTERS + SPECIALS)
+# Any character but a newline (a secret is masked up to the end of its line at most).
+ANY_SECRET = secret(SECRET_LETTERS + SPECIALS + "\t\r\x0b\x1c\u2028\u00e9")
 # A value written unquoted (libpq keywords, ``password: x``, flags): no whitespace, and
 # not starting with a quote (that would be a quoted value).
-BARE_SECRET = secret(SECRET_LETTERS + SPECIALS.replace(" ", "")).filter(lambda s: s[0] not in "'\"")
+BARE_SECRET = secret(SECRET_LETTERS + SPECIALS.replace(" ", "") + "\u00e9").filter(
+    lambda s: s[0] not in "'\""
+)
 CONTEXT = st.text("abcdefghijklmnopqrstuvwxyz0123456789 .,()-", max_size=30)
 
 
@@ -93,7 +96,7 @@ def test_target_of_a_url_with_an_encoded_password_is_exact(
     hosts=hostspecs(),
     tail=st.one_of(NAME.map(lambda d: f"/{d}"), st.just("?sslmode=require"), st.just("")),
 )
-@settings(max_examples=600)
+@settings(max_examples=300)
 @example(scheme="postgresql", user="admin", pw="2024#Q", hosts=("db:5432", "db:5432"), tail="/x")
 @example(scheme="postgresql", user="admin", pw="2024?Q", hosts=("db:5432", "db:5432"), tail="/x")
 @example(scheme="postgresql", user="u", pw="5/Q?M=1", hosts=("h:5", "h:5"), tail="/x")
@@ -168,7 +171,7 @@ BARE_FORMS = {
 
 @pytest.mark.parametrize("form", sorted(FORMS))
 @given(pw=ANY_SECRET, before=CONTEXT, after=CONTEXT)
-@settings(max_examples=150)
+@settings(max_examples=80)
 def test_redact_hides_every_form(form: str, pw: str, before: str, after: str) -> None:
     text = f"could not connect {before} {FORMS[form](pw)} {after}: refused"
     out = redact(text)
@@ -179,7 +182,7 @@ def test_redact_hides_every_form(form: str, pw: str, before: str, after: str) ->
 
 @pytest.mark.parametrize("form", sorted(BARE_FORMS))
 @given(pw=BARE_SECRET, before=CONTEXT, after=CONTEXT)
-@settings(max_examples=150)
+@settings(max_examples=80)
 def test_redact_hides_every_bare_form(form: str, pw: str, before: str, after: str) -> None:
     text = f"error {before} {BARE_FORMS[form](pw)} {after}"
     out = redact(text)
@@ -265,7 +268,7 @@ ARGV_FORMS = {
 
 @pytest.mark.parametrize("form", sorted(ARGV_FORMS))
 @given(pw=ANY_SECRET, before=st.lists(NAME, max_size=3), after=st.lists(NAME, max_size=3))
-@settings(max_examples=100)
+@settings(max_examples=50)
 def test_redact_argv_hides_every_form(
     form: str, pw: str, before: list[str], after: list[str]
 ) -> None:
@@ -305,3 +308,25 @@ def test_redact_argv_leaves_ordinary_flags() -> None:
 )
 def test_secret_names(name: str, secret_: bool) -> None:
     assert is_secret_name(name) is secret_
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize(
+    "text",
+    [
+        "a." * 100_000 + ":",
+        "a+" * 100_000 + "=",
+        "x://y:" * 40_000,
+        "@" + "a://a:" * 40_000,
+        "a://" * 50_000 + "b:c@d",
+        '"a"' * 70_000 + ":",
+        "password='" * 30_000,
+        "k:" * 100_000,
+    ],
+    ids=lambda t: t[:12],
+)
+def test_hostile_texts_take_linear_time(text: str) -> None:
+    """Error texts may echo what an attacker sent: no pattern may rescan a stretch
+    from many starting points (these inputs would take hours if one did)."""
+    out = redact(text)
+    assert len(out) <= len(text) + 3

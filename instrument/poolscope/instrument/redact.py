@@ -81,13 +81,37 @@ def is_secret_name(name: str) -> bool:
 
 # -- free text ----------------------------------------------------------------------
 
-# scheme://user:PASSWORD@ - greedy to the last "@" on the line, so a password with an
-# unencoded "@", space, "#" or "?" is masked whole (masking a little more is the safe
-# side of the ambiguity).
-_URL_PASSWORD = re.compile(r"(?P<pre>\b[A-Za-z][A-Za-z0-9+.-]*://[^\s:/@]*:)[^\n]*@")
+# The user part of a URL's userinfo, up to the ":" before its password. Every pattern
+# here runs in time linear in the text (no pattern can rescan a stretch from many
+# starting points): error texts may echo input an attacker chose.
+_USER_END = re.compile(r"[\s:/]")  # an unencoded "@" in the user name too
+_SCHEME_TAIL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]{0,39}\Z")
+
+
+def _mask_url_passwords(line: str) -> str:
+    """``scheme://user:PASSWORD@`` in one line, masked up to the line's last ``@``, so a
+    password with an unencoded ``@``, space, ``#`` or ``?`` is masked whole (masking a
+    little more is the safe side of the ambiguity)."""
+    last_at = line.rfind("@")
+    i = line.find("://")
+    while 0 <= i < last_at:
+        user_end = _USER_END.search(line, i + 3)
+        if (
+            user_end is not None
+            and line[user_end.start()] == ":"
+            and user_end.start() < last_at
+            and _SCHEME_TAIL.search(line, max(0, i - 40), i) is not None
+        ):
+            return f"{line[: user_end.start() + 1]}{MASK}{line[last_at:]}"
+        i = line.find("://", i + 3)
+    return line
+
 
 # name <sep> value, where the name may be quoted ('password': / "password":).
-_NAMED = re.compile(r"""(?P<q>["']?)(?P<name>[A-Za-z_][\w.-]*)(?P=q)[ \t]*(?P<sep>[=:])[ \t]*""")
+# A name starts where a word does (never inside one: linear time again).
+_NAMED = re.compile(
+    r"""(?<![\w.-])(?P<q>["']?)(?P<name>[A-Za-z_][\w.-]*)(?P=q)[ \t]*(?P<sep>[=:])[ \t]*"""
+)
 _VALUE = re.compile(
     # 'quoted' (libpq, Python repr) and "quoted" (JSON, repr), and what sticks to the
     # closing quote (the shell's PGPASSWORD='a'b is "ab")
@@ -105,8 +129,8 @@ def redact(text: str) -> str:
         text = str(text)
     if "=" not in text and ":" not in text:
         return text
-    if "://" in text:
-        text = _URL_PASSWORD.sub(lambda m: f"{m.group('pre')}{MASK}@", text)
+    if "://" in text and "@" in text:
+        text = "\n".join(_mask_url_passwords(line) for line in text.split("\n"))
     out: list[str] = []
     done = pos = 0  # text[:done] is in out; the next name is searched from pos
     while (m := _NAMED.search(text, pos)) is not None:
@@ -236,7 +260,8 @@ def _parse_url(dsn: str) -> tuple[Any, Any, Any]:
         raise ValueError("ambiguous DSN: '@' after the first '/'")
     if "@" in head:
         userinfo, _, authority = head.rpartition("@")
-        if re.search(r"[?#].*=", userinfo):
+        query_like = re.search(r"[?#]", userinfo)
+        if query_like is not None and "=" in userinfo[query_like.start() :]:
             raise ValueError("ambiguous DSN: a query before the last '@'")
     else:
         authority = head
