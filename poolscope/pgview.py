@@ -26,12 +26,13 @@ import contextlib
 import math
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from poolscope.instrument.redact import redact
 from poolscope.model import PoolState
+from poolscope.textsafe import visible
 
 #: Longest query text kept (and only with show_queries).
 QUERY_CHARS = 200
@@ -282,11 +283,13 @@ class PgView:
 
     async def sample(
         self,
-        states: Sequence[tuple[str, PoolState]],
+        states: Sequence[tuple[str, PoolState]] | Callable[[], Sequence[tuple[str, PoolState]]],
         app_pids: dict[str, int] | None = None,
+        lock: Any = None,
     ) -> Snapshot:
-        """One sample joined to ``states``; ``app_pids``: process label -> OS pid, to
-        find the processes' connections no pool reported (local processes only)."""
+        """One sample joined to ``states`` (or what a callable gives, called under
+        ``lock``: the states another thread folds into); ``app_pids``: process label
+        -> OS pid, to find the processes' connections no pool reported (local only)."""
         try:
             rows = await self._driver.fetch(self._sql)
             budget = await self._driver.fetch(_BUDGET_SQL)
@@ -309,15 +312,17 @@ class PgView:
                 application_name=_text(r[7]),
             )
         max_conn, su_reserved, reserved = (int(x) for x in budget[0]) if budget else (0, 0, 0)
-        return join(
-            states,
-            backends,
-            max_connections=max_conn,
-            reserved=su_reserved + reserved,
-            idle_tx=self.idle_tx,
-            app_ports=_local_ports(app_pids or {}),
-            server=self.server,
-        )
+        ports = _local_ports(app_pids or {})
+        with lock if lock is not None else contextlib.nullcontext():
+            return join(
+                states() if callable(states) else states,
+                backends,
+                max_connections=max_conn,
+                reserved=su_reserved + reserved,
+                idle_tx=self.idle_tx,
+                app_ports=ports,
+                server=self.server,
+            )
 
     async def close(self) -> None:
         await self._driver.close()
@@ -349,10 +354,12 @@ class PgSampler:
         states: Any,
         app_pids: Any = None,
         interval: float = INTERVAL,
+        lock: Any = None,
     ) -> None:
         self.view = view
         self._states = states
         self._app_pids = app_pids
+        self._lock = lock
         self.interval = interval
         self.latest: Snapshot | None = None
         self._stop = threading.Event()
@@ -372,8 +379,11 @@ class PgSampler:
         try:
             while not self._stop.is_set():
                 pids = self._app_pids() if self._app_pids is not None else None
-                self.latest = await self.view.sample(self._states(), pids)
-                await asyncio.sleep(self.interval)
+                self.latest = await self.view.sample(self._states, pids, self._lock)
+                for _ in range(max(1, int(self.interval * 10))):  # stop() answers fast
+                    if self._stop.is_set():
+                        break
+                    await asyncio.sleep(0.1)
         finally:
             await self.view.close()
 
@@ -417,6 +427,10 @@ def snapshot_once(args: Any, states: Sequence[tuple[str, PoolState]]) -> Snapsho
 
 def snapshot_lines(snap: Snapshot) -> list[str]:
     """A sample as text lines (flags and budget first, then each connection)."""
+    return [visible(line) for line in _lines(snap)]
+
+
+def _lines(snap: Snapshot) -> list[str]:
     lines = [f"server {snap.server}"]
     if snap.error:
         return [*lines, f"  {snap.error}"]

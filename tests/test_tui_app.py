@@ -32,8 +32,18 @@ async def test_views_by_number_and_tab(session_path: Path) -> None:
         tabs = app.query_one(TabbedContent)
         assert tabs.active == "pools"
         for key, view in zip(
-            "2345671",
-            ["holders", "leaks", "heartbeat", "connections", "events", "advice", "pools"],
+            "234567891",
+            [
+                "holders",
+                "leaks",
+                "heartbeat",
+                "connections",
+                "events",
+                "advice",
+                "routes",
+                "server",
+                "pools",
+            ],
             strict=True,
         ):
             await pilot.press(key)
@@ -41,7 +51,7 @@ async def test_views_by_number_and_tab(session_path: Path) -> None:
         await pilot.press("tab")
         assert tabs.active == "holders"
         await pilot.press("shift+tab", "shift+tab")
-        assert tabs.active == "advice"
+        assert tabs.active == "server"
         events = app.query_one("#events-table", KeyedTable)
         await pilot.pause()
         # The events view is the incident log: no acquire/release churn ...

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from poolscope import pgview
 from poolscope.cli import CommandError
 from poolscope.commands.common import add_window_arg, endpoint_arg
 from poolscope.endpoint import Endpoint, EndpointError, parse_endpoint
@@ -30,6 +31,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help="open the TUI even when nothing answers yet, and keep trying",
     )
     add_window_arg(p)
+    pgview.add_arguments(p)
 
 
 async def _first_answer(endpoints: list[Endpoint], token: str | None) -> str | None:
@@ -91,5 +93,11 @@ def run(args: argparse.Namespace) -> int:
             raise CommandError(f"cannot attach: {why}; --wait to wait for it")
     from poolscope.tui.app import run_tui
 
+    pg = None
+    if args.pg:
+        try:
+            pg = pgview.PgView(args.pg, show_queries=args.show_queries, idle_tx=args.idle_tx)
+        except pgview.PgUnavailable as exc:
+            raise CommandError(str(exc)) from None
     title = visible("poolscope " + " ".join(str(e) for e in endpoints))
-    return run_tui(endpoints, title=title, token=args.token, window=args.window)
+    return run_tui(endpoints, title=title, token=args.token, window=args.window, pg=pg)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-#: The views in order; ``1``-``7`` and ``tab`` move between them.
+#: The views in order; ``1``-``9`` and ``tab`` move between them.
 VIEWS: tuple[tuple[str, str], ...] = (
     ("pools", "Pools"),
     ("holders", "Holders"),
@@ -14,6 +14,8 @@ VIEWS: tuple[tuple[str, str], ...] = (
     ("connections", "Connections"),
     ("events", "Events"),
     ("advice", "Advice"),
+    ("routes", "Routes"),
+    ("server", "Server"),
 )
 
 

@@ -29,6 +29,7 @@ ROUTE_COLUMNS = (
     "waited",
 )
 BLAME_COLUMNS = ("made them wait", "pool", "share", "conn-s", "share (window)", "conn-s (window)")
+SITE_BLAME_COLUMNS = ("acquire site", *BLAME_COLUMNS[1:])
 UNTAGGED = "(no route)"
 
 
