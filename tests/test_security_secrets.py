@@ -286,21 +286,39 @@ FORBIDDEN = re.compile(
 )
 
 
+# `poolscope inject` makes its target run poolscope's own bootstrap file, by path: the
+# one statement that does it (remote.py builds it, bootstrap.py documents it). Nothing
+# else may exec or compile, and that statement only ever names the bootstrap file.
+EXEC_OF_THE_BOOTSTRAP_FILE = {"poolscope/remote.py", "instrument/poolscope/instrument/bootstrap.py"}
+
+
 def test_no_evaluating_calls_in_the_package_source() -> None:
     """A grep over both sides' source: nothing that turns data into code."""
     offenders = []
     for base in (ROOT / "poolscope", ROOT / "instrument"):
         for path in base.rglob("*.py"):
+            rel = str(path.relative_to(ROOT))
             for n, line in enumerate(path.read_text().splitlines(), 1):
                 code = line.split("#", 1)[0]
-                if FORBIDDEN.search(code) and "re.compile" not in code:
-                    offenders.append(f"{path.relative_to(ROOT)}:{n}: {line.strip()}")
+                if not FORBIDDEN.search(code) or "re.compile" in code:
+                    continue
+                if rel in EXEC_OF_THE_BOOTSTRAP_FILE and re.search(
+                    r"exec\(compile\(open\((BOOTSTRAP|\{boot!r\})\)", code
+                ):
+                    continue
+                offenders.append(f"{rel}:{n}: {line.strip()}")
     assert not offenders, "\n".join(offenders)
 
 
 def test_import_module_only_with_names_from_fixed_tables() -> None:
     """Dynamic imports take names from poolscope's own tables, never from the wire."""
-    allowed = {"poolscope/cli.py"}
+    allowed = {
+        "poolscope/cli.py",  # the command table
+        "instrument/poolscope/instrument/adapter.py",  # the adapter registry's modules
+        "instrument/poolscope/instrument/httpx.py",  # _optional(<a literal>)
+        "instrument/poolscope/instrument/bootstrap.py",  # "poolscope.instrument.live"
+        "instrument/poolscope/instrument/_site/sitecustomize.py",  # the next sitecustomize
+    }
     found = set()
     for base in (ROOT / "poolscope", ROOT / "instrument"):
         for path in base.rglob("*.py"):
