@@ -121,11 +121,12 @@ async def test_rows_update_by_key_without_rebuilding(session_path: Path) -> None
         orig_clear, orig_add = table.clear, table.add_row
         table.clear = lambda *a, **k: (calls.append("clear"), orig_clear(*a, **k))[1]  # type: ignore[method-assign]
         table.add_row = lambda *a, **k: (calls.append("add"), orig_add(*a, **k))[1]  # type: ignore[method-assign]
-        acquires_before = table.get_row("0:orders")[7]
+        rate = views.POOL_COLUMNS.index("acq/s")
+        acquires_before = table.get_row("0:orders")[rate]
         await pilot.press("right_square_bracket")  # seek +10 s
         await pilot.pause()
         assert calls == []
-        assert table.get_row("0:orders")[7] is not acquires_before
+        assert table.get_row("0:orders")[rate] is not acquires_before
         assert app.source.clock() - app.source.t0 == 20  # type: ignore[attr-defined]
 
 

@@ -223,24 +223,23 @@ def _reject_constant(name: str) -> Any:
     raise DecodeError(f"non-finite number {name}")
 
 
-def _absurd(value: Any, depth: int = 0) -> str:
-    """Why a decoded value holds a number no event may carry ("" when none)."""
-    if isinstance(value, float):
-        return "" if -_INF < value < _INF else "non-finite number"
-    if isinstance(value, int):
-        return "" if -MAX_INT < value < MAX_INT else "integer out of range"
-    if isinstance(value, dict):
-        if depth > MAX_DEPTH:
-            return "nested too deeply"
-        for v in value.values():
-            why = _absurd(v, depth + 1) if isinstance(v, (float, int, dict, list)) else ""
-            if why:
-                return why
-    elif isinstance(value, list):
-        if depth > MAX_DEPTH:
-            return "nested too deeply"
-        for v in value:
-            why = _absurd(v, depth + 1) if isinstance(v, (float, int, dict, list)) else ""
+def _absurd(value: dict[str, Any] | list[Any], depth: int = 0) -> str:
+    """Why a decoded object or array holds a number no event may carry ("" if none)."""
+    if depth > MAX_DEPTH:
+        return "nested too deeply"
+    # ``type() is`` rather than isinstance: this runs for every line of every stream,
+    # and bool (an int subclass) is never out of range.
+    items: Iterable[Any] = value.values() if type(value) is dict else value
+    for v in items:
+        tv = type(v)
+        if tv is float:
+            if not -_INF < v < _INF:
+                return "non-finite number"
+        elif tv is int:
+            if not -MAX_INT < v < MAX_INT:
+                return "integer out of range"
+        elif tv is dict or tv is list:
+            why = _absurd(v, depth + 1)
             if why:
                 return why
     return ""

@@ -26,10 +26,8 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from poolscope.endpoint import Endpoint
-from poolscope.model import PoolState
-from poolscope.pgview import PgSampler, PgView
 from poolscope.textsafe import visible
-from poolscope.tui import views, who
+from poolscope.tui import views
 from poolscope.tui.data import LOG_KEPT, LiveSource, ReplaySource, Source
 from poolscope.tui.keys import KEYS, REFRESH_STEPS, VIEWS, WINDOWS, help_lines
 from poolscope.tui.osinfo import ProcessProbe, ProcInfo
@@ -39,6 +37,8 @@ from poolscope.window import DEFAULT_WINDOW
 
 #: Rows the events view keeps on screen.
 EVENTS_SHOWN = 500
+#: Leak groups the leaks view draws (a crafted stream can make thousands).
+LEAK_GROUPS_SHOWN = 500
 
 
 def _bindings() -> list[BindingType]:
@@ -91,16 +91,9 @@ class PoolscopeApp(App[None]):
         refresh_interval: float = 1.0,
         screenshot_dir: str | Path | None = None,
         window: float = DEFAULT_WINDOW,
-        pg: PgView | None = None,
     ) -> None:
         super().__init__()
         self.source = source
-        #: --pg: the server's own view, sampled once a second on its own thread.
-        self.pg = (
-            PgSampler(pg, self._pg_states, self._pg_pids, lock=source.lock)
-            if pg is not None
-            else None
-        )
         self.title = title
         self.refresh_interval = refresh_interval
         self.screenshot_dir = Path(
@@ -156,14 +149,6 @@ class PoolscopeApp(App[None]):
                 yield KeyedTable(views.EVENT_COLUMNS, id="events-table")
             with TabPane("7 Advice", id="advice"), VerticalScroll(id="advice-box"):
                 yield Static(id="advice-text")
-            with TabPane("8 Routes", id="routes"):
-                yield Static(classes="note", id="routes-note")
-                yield KeyedTable(who.BLAME_COLUMNS, id="blame-table")
-                yield KeyedTable(who.ROUTE_COLUMNS, id="routes-table")
-                yield KeyedTable(who.SITE_BLAME_COLUMNS, id="site-blame-table")
-            with TabPane("9 Server", id="server"):
-                yield Static(classes="note", id="server-note")
-                yield KeyedTable(who.PG_COLUMNS, id="server-table")
         yield Input(
             placeholder="filter: words, type:acquire, pool:orders (escape clears)", id="filter"
         )
@@ -174,32 +159,11 @@ class PoolscopeApp(App[None]):
         self._main.query_one("#filter", Input).disabled = True  # no focus while hidden
         self._focus_view()
         self.source.start()
-        if self.pg is not None:
-            self.pg.start()
         self._start_timer()
         self.call_after_refresh(self.refresh_screen, True)
 
     def on_unmount(self) -> None:
         self.source.stop()
-        if self.pg is not None:
-            self.pg.stop()
-
-    def _pg_states(self) -> list[tuple[str, PoolState]]:
-        return [(f.label, f.state) for f in self.source.feeds]
-
-    def _pg_pids(self) -> dict[str, int]:
-        """OS pids of the attached local processes (to find connections no pool knows)."""
-        out: dict[str, int] = {}
-        for f in self.source.feeds:
-            pid = f.state.process.get("pid")
-            if (
-                f.live
-                and f.endpoint is not None
-                and f.endpoint.is_loopback
-                and isinstance(pid, int)
-            ):
-                out[f.label] = pid
-        return out
 
     # -- an unexpected error ---------------------------------------------------------
     def _handle_exception(self, error: Exception) -> None:
@@ -214,9 +178,9 @@ class PoolscopeApp(App[None]):
             self._exception_event.set()
         self._close_messages_no_wait()
 
-    def run_tui(self) -> int:
+    def run_tui(self, *, headless: bool = False) -> int:
         """``run()``, then the exit code: 0, or 1 with one line on stderr after a crash."""
-        self.run()
+        self.run(headless=headless)
         if self.crash:
             print(self.crash, file=sys.stderr)
             return 1
@@ -281,10 +245,6 @@ class PoolscopeApp(App[None]):
                 self._refresh_connections()
             elif view == "events":
                 self._refresh_events()
-            elif view == "routes":
-                self._refresh_routes()
-            elif view == "server":
-                self._refresh_server()
             elif view == "advice":
                 self._main.query_one("#advice-text", Static).update(
                     views.advice_text(feeds, self.filter)
@@ -325,17 +285,23 @@ class PoolscopeApp(App[None]):
         return views.chart_text(found[1], self.window, width, height)
 
     def _refresh_holders(self) -> None:
-        rows = views.holder_rows(self.source.feeds, self.filter)
+        rows, total = views.top_holders(self.source.feeds, self.filter)
         self._main.query_one("#holders-table", KeyedTable).sync(rows)
         pools = sum(len(f.state.pools) for f in self.source.feeds)
         waiting = sum(p.waiting for f in self.source.feeds for p in f.state.pools.values())
+        rest = (
+            f" (the {len(rows):,} longest shown; {total - len(rows):,} more)"
+            if total > len(rows)
+            else ""
+        )
         self._main.query_one("#holders-note", Static).update(
-            f"{len(rows)} connections checked out across {pools} pools, {waiting} waiting; "
-            "longest held first"
+            f"{total:,} connections checked out across {pools} pools, {waiting} waiting; "
+            f"longest held first{rest}"
         )
 
     def _refresh_leaks(self) -> None:
-        groups = views.leak_groups(self.source.feeds, self.filter)
+        # Groups with open leaks first: beyond the first LEAK_GROUPS_SHOWN, counted only.
+        groups = views.leak_groups(self.source.feeds, self.filter)[:LEAK_GROUPS_SHOWN]
         self._leak_groups = {g.key: g for g in groups}
         table = self._main.query_one("#leaks-table", KeyedTable)
         table.sync([(g.key, g.cells()) for g in groups])
@@ -344,23 +310,6 @@ class PoolscopeApp(App[None]):
         self._main.query_one("#leak-detail", Static).update(
             views.leak_detail(self._leak_groups.get(key) if key else None)
         )
-
-    def _refresh_routes(self) -> None:
-        feeds = self.source.feeds
-        main = self._main
-        main.query_one("#routes-note", Static).update(who.waited_text(feeds, self.window))
-        main.query_one("#blame-table", KeyedTable).sync(
-            who.blame_rows(feeds, "route", self.window, self.filter)
-        )
-        main.query_one("#routes-table", KeyedTable).sync(who.route_rows(feeds, self.filter))
-        main.query_one("#site-blame-table", KeyedTable).sync(
-            who.blame_rows(feeds, "site", self.window, self.filter)
-        )
-
-    def _refresh_server(self) -> None:
-        snap = self.pg.latest if self.pg is not None else None
-        self._main.query_one("#server-note", Static).update(who.pg_text(snap))
-        self._main.query_one("#server-table", KeyedTable).sync(who.pg_rows(snap))
 
     def _refresh_heartbeat(self) -> None:
         feeds = self.source.feeds
@@ -568,9 +517,6 @@ def run_tui(
     title: str = "poolscope",
     token: str | None = None,
     window: float = DEFAULT_WINDOW,
-    pg: PgView | None = None,
 ) -> int:
     """Attach the TUI to live endpoints until the user quits; the exit code."""
-    return PoolscopeApp(
-        LiveSource(endpoints, token=token), title=title, window=window, pg=pg
-    ).run_tui()
+    return PoolscopeApp(LiveSource(endpoints, token=token), title=title, window=window).run_tui()

@@ -7,6 +7,7 @@ whenever it is shown, and these are unit-testable without a terminal.
 
 from __future__ import annotations
 
+import heapq
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -17,7 +18,7 @@ from rich.text import Text
 
 from poolscope.events import Event
 from poolscope.histogram import Histogram, bucket_upper
-from poolscope.model import Leak, PoolMetrics, PoolState
+from poolscope.model import Holder, Leak, PoolMetrics, PoolState
 from poolscope.tui.data import INCIDENT_TYPES, ProcessFeed
 from poolscope.tui.osinfo import ProcInfo
 from poolscope.units import fmt_duration
@@ -487,46 +488,65 @@ def pool_detail(row: PoolRow) -> Text:
 
 # -- holders ---------------------------------------------------------------------
 
-HOLDER_COLUMNS = ("held for", "pool", "conn", "task / thread", "acquire site", "tags", "backend")
+HOLDER_COLUMNS = ("held for", "pool", "conn", "task / thread", "acquire site")
+
+
+#: Rows the holders view draws: the longest held; the rest are counted, not drawn.
+HOLDERS_SHOWN = 500
 
 
 def holder_rows(
-    feeds: Sequence[ProcessFeed], flt: Filter | None = None
+    feeds: Sequence[ProcessFeed], flt: Filter | None = None, limit: int | None = None
 ) -> list[tuple[str, tuple[Text, ...]]]:
-    """Every connection checked out now, longest held first."""
+    """Connections checked out now, longest held first (the ``limit`` longest)."""
+    return top_holders(feeds, flt, limit)[0]
+
+
+def top_holders(
+    feeds: Sequence[ProcessFeed], flt: Filter | None = None, limit: int | None = HOLDERS_SHOWN
+) -> tuple[list[tuple[str, tuple[Text, ...]]], int]:
+    """(the ``limit`` longest-held connections' rows, how many match in all). Rows are
+    built for those shown only: 100,000 holders cost a selection, not 100,000 rows."""
     many = len(feeds) > 1
-    rows: list[tuple[float, str, tuple[Text, ...]]] = []
+    found: list[tuple[float, int, str, str, Holder]] = []  # (held, feed, pool, label, h)
     for i, feed in enumerate(feeds):
         st = feed.state
         for name, p in st.pools.items():
             label = f"{name}@{st.process.get('pid', '?')}" if many else name
             for h in p.holders.values():
-                held = max(0.0, st.now - h.since)
-                site = site_label(st.site_stack(h.site))
-                tags = st.attribution.label_text(h.tags)  # ps.tag() labels, the route first
-                pid = st.attribution.pids.get((name, h.conn))
-                text = f"{label} {h.conn} {h.task} {tags} {pid or ''} {site}"
-                if flt and not flt.match(text, pool=name):
+                if flt and not flt.match(_holder_text(st, label, h), pool=name):
                     continue
-                threshold = p.config.get("leak_threshold")
-                style = ALERT if isinstance(threshold, (int, float)) and held > threshold else ""
-                cells = (
-                    Text(fmt_dur(held), justify="right", style=style),
-                    Text(label),
-                    Text(h.conn),
-                    Text(h.task or "-"),
-                    Text(site),
-                    Text(tags or "-"),
-                    Text(str(pid) if pid else "-", justify="right"),
-                )
-                rows.append((held, f"{i}:{name}:{h.conn}", cells))
-    rows.sort(key=lambda r: -r[0])
-    return [(key, cells) for _, key, cells in rows]
+                found.append((max(0.0, st.now - h.since), i, name, label, h))
+    total = len(found)
+    if limit is not None and total > limit:
+        found = heapq.nlargest(limit, found, key=lambda r: r[0])
+    else:
+        found.sort(key=lambda r: -r[0])
+    rows: list[tuple[str, tuple[Text, ...]]] = []
+    for held, i, name, label, h in found:
+        st = feeds[i].state
+        p = st.pools[name]
+        site = site_label(st.site_stack(h.site))
+        threshold = p.config.get("leak_threshold")
+        style = ALERT if isinstance(threshold, (int, float)) and held > threshold else ""
+        cells = (
+            Text(fmt_dur(held), justify="right", style=style),
+            Text(label),
+            Text(h.conn),
+            Text(h.task or "-"),
+            Text(site),
+        )
+        rows.append((f"{i}:{name}:{h.conn}", cells))
+    return rows, total
+
+
+def _holder_text(st: PoolState, label: str, h: Holder) -> str:
+    return f"{label} {h.conn} {h.task} {site_label(st.site_stack(h.site))}"
 
 
 # -- leaks -----------------------------------------------------------------------
 
-LEAK_COLUMNS = ("acquire site", "route", "pool", "open", "resolved", "longest hold", "last task")
+LEAK_COLUMNS = ("acquire site", "pool", "open", "resolved", "longest hold", "last task")
 
 
 @dataclass
@@ -538,7 +558,6 @@ class LeakGroup:
     resolved: list[Leak]
     state: PoolState
     stack: list[dict[str, Any]] = field(default_factory=list)
-    route: str = ""  # the ps.tag()/middleware route of the acquires (groups are per route too)
 
     def held(self, lk: Leak) -> float:
         if lk.resolved_held is not None:
@@ -556,7 +575,6 @@ class LeakGroup:
     def cells(self) -> tuple[Text, ...]:
         return (
             Text(self.site, style="bold red" if self.open else ""),
-            Text(self.route or "-"),
             Text(self.pool),
             Text(str(len(self.open)), justify="right", style=ALERT if self.open else ""),
             Text(str(len(self.resolved)), justify="right"),
@@ -575,11 +593,10 @@ def leak_groups(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> list
         for lk in list(st.leaks.values()) + list(st.resolved_leaks):
             stack = lk.stack or st.site_stack(lk.site)
             site = site_label(stack)
-            route = st.attribution.route_of(lk.tags)
-            key = f"{i}:{lk.pool}:{lk.site if lk.site is not None else site}:{route}"
+            key = f"{i}:{lk.pool}:{lk.site if lk.site is not None else site}"
             g = groups.get(key)
             if g is None:
-                g = groups[key] = LeakGroup(key, site, lk.pool, [], [], st, stack, route)
+                g = groups[key] = LeakGroup(key, site, lk.pool, [], [], st, stack)
             (g.resolved if lk.resolved_t is not None else g.open).append(lk)
     alike: dict[tuple[str, str, str], list[LeakGroup]] = {}
     for g in groups.values():
@@ -588,11 +605,7 @@ def leak_groups(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> list
         if len(same) > 1:
             for g, label in zip(same, distinct_site_labels([g.stack for g in same]), strict=True):
                 g.site = label
-    out = [
-        g
-        for g in groups.values()
-        if not flt or flt.match(f"{g.site} {g.route} {g.pool}", pool=g.pool)
-    ]
+    out = [g for g in groups.values() if not flt or flt.match(f"{g.site} {g.pool}", pool=g.pool)]
     out.sort(key=lambda g: (-len(g.open), -g.longest, g.key))
     return out
 
@@ -606,10 +619,7 @@ def leak_detail(group: LeakGroup | None) -> Text:
     lk = group.latest
     status = "OPEN" if lk.resolved_t is None else f"resolved ({lk.resolution})"
     out.append(f"{'proven' if lk.proven else 'suspected'} leak ", style="bold red")
-    out.append(f"{status}  pool {lk.pool}  conn {lk.conn}  task {lk.task or '-'}")
-    tags = group.state.attribution.label_text(lk.tags)
-    pid = group.state.attribution.pids.get((lk.pool, lk.conn))
-    out.append(f"{'  ' + tags if tags else ''}{f'  backend {pid}' if pid else ''}\n")
+    out.append(f"{status}  pool {lk.pool}  conn {lk.conn}  task {lk.task or '-'}\n")
     out.append(f"held {fmt_dur(group.held(lk))}", style="bold")
     out.append(f"  reported {fmt_clock(lk.t)} after {fmt_dur(lk.held)}")
     if lk.resolved_t is not None:
