@@ -334,3 +334,80 @@ async def _one(dsn: str, states: Any) -> Any:
         return await view.sample(states)
     finally:
         await view.close()
+
+
+@pytest.mark.parametrize("driver", ["psycopg", "asyncpg"])
+def test_backend_pid_through_sqlalchemy(fresh_runtime: Any, pg_dsn: str, driver: str) -> None:
+    """Every connect event carries the DBAPI connection's own backend pid, equal to
+    what pg_stat_activity shows for the application's connections."""
+    import sqlalchemy as sa
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    import poolscope.instrument as ps
+    from tests.adapter_support import capture, of, wait_sync
+
+    events = capture(fresh_runtime)
+    name = f"who-sa-{driver}-{time.monotonic_ns()}"
+    url = pg_dsn.replace("postgresql://", f"postgresql+{driver}://", 1)
+    if driver == "psycopg":
+        eng = ps.instrument(
+            sa.create_engine(url, pool_size=2, connect_args={"application_name": name}),
+            name="sa",
+            listen=False,
+        )
+        with eng.connect() as a, eng.connect() as b:
+            a.execute(sa.text("SELECT 1"))
+            b.execute(sa.text("SELECT 1"))
+            server = app_pids(pg_dsn, name)
+        eng.dispose()
+    else:
+        args = {"server_settings": {"application_name": name}}
+
+        async def main() -> set[int]:
+            eng = ps.instrument(
+                create_async_engine(url, pool_size=2, connect_args=args), name="sa", listen=False
+            )
+            async with eng.connect() as a, eng.connect() as b:
+                await a.execute(sa.text("SELECT 1"))
+                await b.execute(sa.text("SELECT 1"))
+                pids = app_pids(pg_dsn, name)
+            await eng.dispose()
+            return pids
+
+        server = asyncio.run(main())
+    connects = wait_sync(lambda: of(events, "connect", "sa")[:2], what="two connects")
+    wait_sync(lambda: len(of(events, "connect", "sa")) == 2, what="two connects")
+    assert len(server) == 2 and {e["backend_pid"] for e in connects} == server
+
+
+def test_the_dsn_password_never_appears(pg_cluster: PgCluster, tmp_path: Path) -> None:
+    """--pg DSN with a password: not in the view, its errors, or advise's output."""
+    secret = "s3cr3t-Pw"
+    good = f"postgresql://{pg_cluster.user}:{secret}@{pg_cluster.host}:{pg_cluster.port}/{pg_cluster.database}"
+    bad = f"postgresql://{pg_cluster.user}:{secret}@127.0.0.1:{free_port()}/nowhere"
+
+    async def sample(dsn: str) -> Any:
+        view = PgView(dsn, show_queries=True)
+        try:
+            return await view.sample([])
+        finally:
+            await view.close()
+
+    ok = asyncio.run(sample(good))  # trust auth: the password is ignored, not refused
+    assert not ok.error and ok.max_connections > 0
+    failed = asyncio.run(sample(bad))
+    assert failed.error
+    for snap in (ok, failed):
+        text = who.pg_text(snap).plain + repr(snap)
+        assert secret not in text and "***" in snap.server
+    session = Path(__file__).resolve().parent / "data" / "session.ndjson"
+    for dsn in (good, bad):
+        out = subprocess.run(
+            [sys.executable, "-m", "poolscope", "advise", str(session), "--pg", dsn],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "server postgresql://" in out.stdout
+        assert secret not in out.stdout + out.stderr
