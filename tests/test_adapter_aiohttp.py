@@ -199,3 +199,64 @@ async def test_credentials_in_url_appear_nowhere(
         ps.uninstrument(s)
     assert secret not in json.dumps(events)
     assert secret not in json.dumps(fresh_runtime.model.to_dict())
+
+
+async def test_observer_side_shows_http_pools(
+    fresh_runtime: Runtime, http_server: HttpServer
+) -> None:
+    """The TUI's rows, detail and OS-socket cross-check, the advisor and the Prometheus
+    mapping over the events of live aiohttp and httpx pools (names say what they are)."""
+    import os
+
+    import httpx
+
+    from poolscope.advisor import advise, format_advice
+    from poolscope.metrics import POOL_LABEL, Source, families
+    from poolscope.tui import views
+    from poolscope.tui.data import ProcessFeed
+    from poolscope.tui.osinfo import ProcessProbe
+
+    events = capture(fresh_runtime)
+    port = http_server.port
+    s = ps.instrument(session(), listen=False)
+    c = ps.instrument(httpx.AsyncClient(), listen=False)
+    a, h = f"aiohttp 127.0.0.1:{port}", f"httpx localhost:{port}"
+    try:
+        for _ in range(30):
+            await get(s, http_server.url)
+            await c.get(f"http://localhost:{port}/")
+        await until(lambda: len(of(events, "release", h)) == 30 and of(events, "state", h))
+        n = len(of(events, "state", a))
+        await until(lambda: len(of(events, "state", a)) > n, what="fresh gauges")
+        feed = ProcessFeed("app", live=False)
+        for ev in list(events):
+            feed.apply(ev, time.time())
+        rows = {r.label: r for r in views.pool_rows([feed])}
+        assert set(rows) == {a, h}
+        detail = views.pool_detail(rows[a]).plain
+        assert f"aiohttp → http://127.0.0.1:{port}" in detail
+        assert f"httpx → http://localhost:{port}" in views.pool_detail(rows[h]).plain
+        # The OS sees one keep-alive socket per pool, as each pool says.
+        targets = [p.target for p in feed.state.pools.values()]
+        counts = await asyncio.to_thread(ProcessProbe().connections, os.getpid(), targets)
+        assert counts is not None
+        checks = dict(views.connection_rows([feed], [counts]))
+        for name in (a, h):
+            assert checks[f"0:{name}"][2].plain == "1"
+            assert checks[f"0:{name}"][4].plain.startswith("ok"), checks[f"0:{name}"][4].plain
+        advice = advise(feed.state, a)
+        assert format_advice(advice)[0].startswith(f"{a}:")
+        fams = {f.name: f for f in families([Source(feed.state)])}
+        used = {
+            x.labels[POOL_LABEL]: x.value
+            for x in fams["db_client_connection_count"].series
+            if x.labels.get("state") == "idle"
+        }
+        assert used == {a: 1.0, h: 1.0}
+        ups = {x.labels[POOL_LABEL]: x.value for x in fams["poolscope_backend_up"].series}
+        assert ups == {a: 1.0, h: 1.0}
+    finally:
+        await s.close()
+        await c.aclose()
+        ps.uninstrument(s)
+        ps.uninstrument(c)

@@ -52,12 +52,14 @@ class ProcessProbe:
         p = self._proc(pid)
         if p is None:
             return None
-        wanted: dict[tuple[str, int], str] = {}
+        # Several targets may name one address ("localhost:80", "http://127.0.0.1:80"):
+        # each gets that address's count. A target with no host:port gets none.
+        wanted: dict[tuple[str, int], set[str]] = {}
         for target in targets:
             addr = parse_target(target)
             if addr is not None:
-                wanted[addr] = target
-        counts = dict.fromkeys(targets, 0)
+                wanted.setdefault(addr, set()).add(target)
+        counts = {t: 0 for names in wanted.values() for t in names}
         try:
             conns = p.net_connections(kind="tcp")
         except (psutil.Error, OSError):
@@ -65,8 +67,7 @@ class ProcessProbe:
         for c in conns:
             if c.status != psutil.CONN_ESTABLISHED or not c.raddr:
                 continue
-            key = wanted.get((_norm_host(c.raddr.ip), c.raddr.port))
-            if key is not None:
+            for key in wanted.get((_norm_host(c.raddr.ip), c.raddr.port), ()):
                 counts[key] += 1
         return counts
 

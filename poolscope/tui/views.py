@@ -20,7 +20,7 @@ from poolscope.events import Event
 from poolscope.histogram import Histogram, bucket_upper
 from poolscope.model import Holder, Leak, PoolMetrics, PoolState
 from poolscope.tui.data import INCIDENT_TYPES, ProcessFeed
-from poolscope.tui.osinfo import ProcInfo
+from poolscope.tui.osinfo import ProcInfo, parse_target
 from poolscope.units import fmt_duration
 from poolscope.window import DEFAULT_WINDOW, WindowStats
 
@@ -738,6 +738,10 @@ def advice_text(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> Text
 CONN_COLUMNS = ("pool", "target", "pool size", "OS sockets", "check")
 
 
+def _address(target: str) -> object:
+    return parse_target(target) or target
+
+
 def connection_rows(
     feeds: Sequence[ProcessFeed], counts: Sequence[dict[str, int] | None]
 ) -> list[tuple[str, tuple[Text, ...]]]:
@@ -749,9 +753,11 @@ def connection_rows(
     rows: list[tuple[str, tuple[Text, ...]]] = []
     for i, feed in enumerate(feeds):
         st = feed.state
-        per_target: dict[str, int] = {}
+        # Pools are grouped by the address their target names, so "localhost:80" and
+        # "http://127.0.0.1:80" (an HTTP client's per-host pools) share one OS count.
+        per_target: dict[object, int] = {}
         for p in st.pools.values():
-            per_target[p.target] = per_target.get(p.target, 0) + p.size
+            per_target[_address(p.target)] = per_target.get(_address(p.target), 0) + p.size
         c = counts[i] if i < len(counts) else None
         for name, p in sorted(st.pools.items()):
             if c is None:
@@ -760,9 +766,10 @@ def connection_rows(
                 seen, check = Text("?", style=DIM), Text("target has no host:port", style=DIM)
             else:
                 n = c[p.target]
-                expected = per_target[p.target]
+                here = _address(p.target)
+                expected = per_target[here]
                 seen = Text(str(n), justify="right")
-                shared = sum(1 for q in st.pools.values() if q.target == p.target)
+                shared = sum(1 for q in st.pools.values() if _address(q.target) == here)
                 if n == expected:
                     note = f" ({shared} pools share this target: {expected})" if shared > 1 else ""
                     check = Text("ok" + note, style=OK)

@@ -105,7 +105,8 @@ class _State:
             if _NO_CONNECTION in text:
                 self.tracker.timeout(_clock() - t0, describe_error(exc))
             elif isinstance(exc, Exception):
-                self.tracker.acquire_error(exc)
+                # The pool's own limit is not the server's health.
+                self.tracker.acquire_error(exc, backend=_TOO_MANY not in text)
         except Exception as exc2:
             errors.report("redis acquire", exc2)
 

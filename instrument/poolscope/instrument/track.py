@@ -6,9 +6,9 @@
 
 A ``Tracker`` is one pool as poolscope sees it: a ``PoolHandle`` registered with the
 runtime (hot path, leaks, state polling, Prometheus and the stream all come with it),
-short connection ids for the application's connection objects, a ``backend`` health
-state derived from what the pool reports (``healthy`` -> ``suspect`` -> ``down``), and an
-optional heartbeat. The redis-py, aiohttp and httpx adapters are built on it.
+short connection ids for the application's connection objects, the ``backend`` health
+state (``backend.BackendTracker``, fed with what the pool reports), and an optional
+heartbeat. The redis-py, aiohttp and httpx adapters are built on it.
 
 The hot path (``acquired``/``released``) is a dict lookup, a site capture and the
 handle's append. Nothing here raises into the application: every failure is counted.
@@ -27,6 +27,7 @@ from typing import Any, TypeVar
 
 from . import errors, sites
 from .adapters import describe_error, start_async_heartbeat, start_thread_heartbeat
+from .backend import BackendTracker
 from .recorder import PoolHandle
 from .runtime import Runtime, get_runtime
 
@@ -40,7 +41,6 @@ _running_loop = asyncio._get_running_loop
 # The C module's table of running tasks by loop (see recorder.acquired_here).
 _tasks_by_loop: Any = getattr(asyncio.tasks, "_current_tasks", None)
 
-HEALTHY, SUSPECT, DOWN = "healthy", "suspect", "down"
 #: Close reasons that say the backend (or the network to it) failed.
 FAILED_CLOSES = frozenset({"lost", "error"})
 #: What the helpers count as a timeout by default (3.10's asyncio.TimeoutError is apart).
@@ -71,30 +71,6 @@ class _Conn:
         #: A close (and maybe a reconnect) that happened while held, told at release so
         #: the hold is not cut short: (reason, reconnect duration or None).
         self.pending: tuple[str, float | None] | None = None
-
-
-class Backend:
-    """The backend's health from what the pool sees: a failure makes it ``suspect``,
-    a second one in a row ``down``; any success ``healthy``. Changes are ``backend``
-    events."""
-
-    def __init__(self, handle: PoolHandle) -> None:
-        self.handle = handle
-        self.state = HEALTHY
-        self._lock = threading.Lock()
-
-    def ok(self) -> None:
-        if self.state != HEALTHY:  # the common case reads one attribute
-            self._set(HEALTHY, "")
-
-    def failed(self, error: str) -> None:
-        self._set(SUSPECT if self.state == HEALTHY else DOWN, error)
-
-    def _set(self, state: str, error: str) -> None:
-        with self._lock:
-            previous, self.state = self.state, state
-        if previous != state:
-            self.handle.event("backend", state=state, previous=previous, error=error)
 
 
 class Tracker:
@@ -137,7 +113,7 @@ class Tracker:
             config=cfg,
             gauges=self.gauges,
         )
-        self.backend = Backend(self.handle)
+        self.backend = BackendTracker(self.handle, heartbeat)
         self._stop_heartbeat: Callable[[], None] | None = None
         self._start_async: Callable[[asyncio.AbstractEventLoop], None] | None = None
         runtime.register(self.handle)
@@ -225,11 +201,11 @@ class Tracker:
                 # and this connect are told at release.
                 reason = info.pending[0] if info.pending else "lost"
                 info.pending = (reason, max(duration, 0.0))
-                self.backend.ok()
+                self.backend.ok("connect")
                 return
             info = self._info(conn)
             self.handle.event("connect", conn=info.id, duration=max(duration, 0.0))
-            self.backend.ok()
+            self.backend.ok("connect")
         except Exception as exc:
             errors.report("track connected", exc)
 
@@ -238,7 +214,8 @@ class Tracker:
         try:
             error = exc if isinstance(exc, str) else describe_error(exc)
             self.handle.event("connect_error", conn="", error=error, duration=max(duration, 0.0))
-            self.backend.failed(error)
+            # An attempt begun before the last success says nothing about now.
+            self.backend.failed("connect", error, started=_clock() - max(duration, 0.0))
         except Exception as exc2:
             errors.report("track connect_error", exc2)
 
@@ -261,7 +238,7 @@ class Tracker:
     def _close_event(self, info: _Conn, reason: str) -> None:
         self.handle.event("close", conn=info.id, reason=reason, age=time.monotonic() - info.created)
         if reason in FAILED_CLOSES:
-            self.backend.failed(f"connection {reason}")
+            self.backend.failed("lost", f"connection {reason}")
 
     def _settle(self, conn: Any, info: _Conn) -> None:
         """Tell a close (and reconnect) that happened during the hold just ended."""
@@ -279,10 +256,13 @@ class Tracker:
         """An acquire gave up after waiting ``wait`` seconds."""
         self.handle.event("timeout", wait=max(wait, 0.0), error=error)
 
-    def acquire_error(self, exc: BaseException | str) -> None:
-        """An acquire failed for another reason than a timeout (e.g. "too many connections")."""
+    def acquire_error(self, exc: BaseException | str, *, backend: bool = True) -> None:
+        """An acquire failed for another reason than a timeout. ``backend=False`` when
+        the pool itself refused (e.g. "too many connections"): not the backend's health."""
         error = exc if isinstance(exc, str) else describe_error(exc)
         self.handle.event("acquire_error", error=error)
+        if backend:
+            self.backend.failed("acquire", error)
 
     def probed(self, conn: Any, ok: bool, latency: float | None, error: str | None = None) -> None:
         """The result of one health probe (``conn`` may be None for the pool as a whole)."""
@@ -291,9 +271,9 @@ class Tracker:
             cid = info.id if info is not None else ""
             self.handle.event("heartbeat", conn=cid, ok=ok, latency=latency, error=error)
             if ok:
-                self.backend.ok()
+                self.backend.ok("probe")
             else:
-                self.backend.failed(error or "probe failed")
+                self.backend.failed("probe", error or "probe failed")
         except Exception as exc:
             errors.report("track probe", exc)
 
