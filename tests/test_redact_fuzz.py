@@ -166,6 +166,8 @@ BARE_FORMS = {
     "token": lambda pw: f"token = {pw}",
     "bearer": lambda pw: f"Authorization: Bearer {pw}",
     "python kwargs": lambda pw: f"connect(host='db', password={pw!r})",
+    "flag": lambda pw: f"command failed: app --password {pw} --verbose",
+    "flag=": lambda pw: f"command failed: app --db-password={pw} -v",
 }
 
 
@@ -199,6 +201,9 @@ def test_redact_hides_every_bare_form(form: str, pw: str, before: str, after: st
         ('{"password": "SECRET"}', '{"password": "***"}'),
         ("password: SECRET", "password: ***"),
         ("pass=SECRET", "pass=***"),
+        # A command line quoted in a message.
+        ("exited: app --password SECRET -v", "exited: app --password *** -v"),
+        ("exited: app --api-key=SECRET", "exited: app --api-key=***"),
     ],
 )
 def test_cases_that_leaked(text: str, expected: str) -> None:
@@ -216,6 +221,7 @@ def test_cases_that_leaked(text: str, expected: str) -> None:
         "token-service.internal:8443",
         "timeout after 5.0 s (host=db port=5432 sslmode=require)",
         "postgresql://app@db:5432/orders",
+        "exited: psql -p 5432 -h db -U app --no-password -c select",
     ],
 )
 def test_ordinary_messages_are_left_alone(text: str) -> None:

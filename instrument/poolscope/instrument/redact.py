@@ -107,10 +107,12 @@ def _mask_url_passwords(line: str) -> str:
     return line
 
 
-# name <sep> value, where the name may be quoted ('password': / "password":).
-# A name starts where a word does (never inside one: linear time again).
+# name <sep> value, where the name may be quoted ('password': / "password":), or a
+# flag quoted from a command line (--password=pw, --password pw). A name starts where
+# a word does (never inside one: linear time again).
 _NAMED = re.compile(
-    r"""(?<![\w.-])(?P<q>["']?)(?P<name>[A-Za-z_][\w.-]*)(?P=q)[ \t]*(?P<sep>[=:])[ \t]*"""
+    r"""(?<![\w.-])(?P<q>["']?)(?P<dashes>--?)?(?P<name>[A-Za-z_][\w.-]*)(?P=q)"""
+    r"""(?:[ \t]*(?P<sep>[=:])[ \t]*|(?P<space>[ \t]+))"""
 )
 _VALUE = re.compile(
     # 'quoted' (libpq, Python repr) and "quoted" (JSON, repr), and what sticks to the
@@ -127,22 +129,30 @@ def redact(text: str) -> str:
     """``text`` with every password and secret value replaced by ``***``."""
     if not isinstance(text, str):
         text = str(text)
-    if "=" not in text and ":" not in text:
-        return text
+    if "=" not in text and ":" not in text and "-" not in text:
+        return text  # no separator, no flag: nothing to mask
     if "://" in text and "@" in text:
         text = "\n".join(_mask_url_passwords(line) for line in text.split("\n"))
     out: list[str] = []
     done = pos = 0  # text[:done] is in out; the next name is searched from pos
     while (m := _NAMED.search(text, pos)) is not None:
-        if m.group("sep") == ":" and not m.group("q") and m.end() == m.end("sep"):
+        if m.group("space") is not None and m.group("dashes") is None:
+            pos = m.end()  # a word and a space: only a flag takes its value so
+            continue
+        start = m.end()
+        if m.group("dashes") is not None and m.group("sep") == ":":
+            # A flag's value that starts with ":" (--password :pw), or --password: pw.
+            if m.start("sep") > m.end("name"):
+                start = m.start("sep")
+        elif m.group("sep") == ":" and not m.group("q") and m.end() == m.end("sep"):
             # "name: value" takes a space after an unquoted name (YAML, logs), so
             # host:port ("auth-db:5432") and a URL's scheme are not names.
             pos = m.end()
             continue
         if not is_secret_name(m.group("name")):
-            pos = m.end("sep")  # its value may itself hold "password=..."
+            pos = m.end("name") + 1  # its value may itself hold "password=..."
             continue
-        v = _VALUE.match(text, m.end())
+        v = _VALUE.match(text, start)
         if v is None:  # nothing after the separator
             pos = m.end()
             continue
@@ -150,7 +160,7 @@ def redact(text: str) -> str:
         quote = (
             value[-1] if len(value) > 1 and value[-1] in "'\"" and value[-1] in value[:-1] else ""
         )
-        out.append(text[done : m.end()])
+        out.append(text[done:start])
         out.append(f"{quote}{MASK}{quote}")  # a masked JSON or repr stays well-formed
         done = pos = v.end()
     out.append(text[done:])
