@@ -201,14 +201,12 @@ def test_a_discovery_directory_planted_by_another_user_is_refused(shared_tmp: Pa
     assert "Traceback" not in err
 
 
-@pytest.mark.parametrize("mode", [0o700, 0o755])
 def test_a_directory_of_our_uid_with_the_wrong_mode_or_a_symlink_is_refused(
-    shared_tmp: Path, mode: int
+    shared_tmp: Path,
 ) -> None:
     env = _env(shared_tmp)
     target = shared_tmp / "elsewhere"
-    target.mkdir(mode=0o700)
-    os.chmod(target, mode)
+    target.mkdir(mode=0o700)  # a perfect directory - but reached through a symlink
     link = shared_tmp / f"poolscope-{os.getuid()}"
     link.symlink_to(target)  # our own symlink: still never followed
     app = _start([], env)

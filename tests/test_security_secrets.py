@@ -514,7 +514,7 @@ def _poolscope_frames_holding(exc: BaseException, secret: str) -> list[str]:
                     except Exception:
                         continue
                     if secret in text:
-                        hits.append(f"{frame.f_code.co_qualname} ({name})")
+                        hits.append(f"{getattr(frame.f_code, 'co_qualname', '?')} ({name})")
             tb = tb.tb_next
         todo += [e.__cause__, e.__context__]
     return hits
