@@ -31,6 +31,10 @@ from poolscope.endpoint import Endpoint
 from poolscope.events import Event
 from poolscope.metrics import Family, Series, Source, families, to_client
 from poolscope.model import PoolState
+from poolscope.pgview import INTERVAL as PG_INTERVAL
+from poolscope.pgview import METRICS as PG_METRICS
+from poolscope.pgview import PgView, Snapshot
+from poolscope.pgview import metric_values as pg_metric_values
 from poolscope.textsafe import visible
 
 log = logging.getLogger("poolscope.export")
@@ -103,6 +107,7 @@ class Exporter:
         token: str | None = None,
         backoff_cap: float = 5.0,
         on_change: Callable[[Target, Event], None] | None = None,
+        pg: PgView | None = None,
     ) -> None:
         self.targets = [
             Target(ep, StreamClient(ep, token=token, backoff_cap=backoff_cap)) for ep in endpoints
@@ -111,11 +116,29 @@ class Exporter:
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.scrapes = 0
+        #: --pg: the server's own view, sampled once a second (poolscope.pgview).
+        self.pg = pg
+        self.pg_snapshot: Snapshot | None = None
 
     # -- following the streams ---------------------------------------------------
     def start(self) -> None:
         for t in self.targets:
             self._tasks.append(asyncio.ensure_future(self._follow(t)))
+        if self.pg is not None:
+            self._tasks.append(asyncio.ensure_future(self._sample_pg(self.pg)))
+
+    async def _sample_pg(self, pg: PgView) -> None:
+        try:
+            while True:
+                states = []
+                for t in self.targets:
+                    if t.up and t.state is not None:
+                        labels = t.labels()
+                        states.append((f"{labels[PROCESS_LABEL]}@{labels[PID_LABEL]}", t.state))
+                self.pg_snapshot = await pg.sample(states)
+                await asyncio.sleep(PG_INTERVAL)
+        finally:
+            await pg.close()
 
     async def _follow(self, target: Target) -> None:
         async for ev in target.client.events():
@@ -146,6 +169,12 @@ class Exporter:
             Series({"endpoint": str(t.endpoint)}, 1.0 if t.up else 0.0) for t in self.targets
         ]
         fams.append(up)
+        snap = self.pg_snapshot
+        if snap is not None and not snap.error:
+            for name, values in pg_metric_values(snap).items():
+                fam = Family(name, "gauge", PG_METRICS[name])
+                fam.series = [Series(labels, v) for labels, v in values]
+                fams.append(fam)
         return fams
 
     def collect(self) -> list[Any]:

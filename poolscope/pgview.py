@@ -103,6 +103,12 @@ class Snapshot:
     fleet_max: int = 0  # sum of max of the pools on this server
     fleet_pools: list[str] = field(default_factory=list)
     error: str = ""
+    #: Flags by kind: idle_in_transaction, idle_but_active, unknown_connections, budget.
+    kinds: dict[str, int] = field(default_factory=dict)
+
+    def flag(self, kind: str, text: str) -> None:
+        self.flags.append(text)
+        self.kinds[kind] = self.kinds.get(kind, 0) + 1
 
     @property
     def available(self) -> int:
@@ -173,12 +179,14 @@ def join(
                 continue
             age = b.state_age or 0.0
             if h is not None and b.state.startswith("idle in transaction") and age > idle_tx:
-                snap.flags.append(
-                    f"{where}: held and idle in transaction for {age:.1f}s (over {idle_tx:g}s)"
+                snap.flag(
+                    "idle_in_transaction",
+                    f"{where}: held and idle in transaction for {age:.1f}s (over {idle_tx:g}s)",
                 )
             if h is None and b.state == "active" and age >= ACTIVE_GRACE:
-                snap.flags.append(
-                    f"{where}: the pool counts it idle but the server has it active for {age:.1f}s"
+                snap.flag(
+                    "idle_but_active",
+                    f"{where}: the pool counts it idle but the server has it active for {age:.1f}s",
                 )
         for name, p in st.pools.items():
             if name in on_server or _same_server(p.target, server):
@@ -189,12 +197,13 @@ def join(
             b.pid for b in backends.values() if b.pid not in known and b.client_port in ports
         )
         if strays:
-            snap.flags.append(
+            snap.flag(
+                "unknown_connections",
                 f"{label}: {len(strays)} connection(s) to the server no pool knows "
-                f"(backends {', '.join(map(str, strays[:10]))})"
+                f"(backends {', '.join(map(str, strays[:10]))})",
             )
     if snap.budget_exceeded:
-        snap.flags.append(snap.budget_line())
+        snap.flag("budget", snap.budget_line())
     snap.rows.sort(key=lambda r: (not r.held, r.process, r.pool, r.conn))
     return snap
 
@@ -451,3 +460,33 @@ def _lines(snap: Snapshot) -> list[str]:
         )
     lines.append("  end one connection: SELECT pg_terminate_backend(<backend pid>);")
     return lines
+
+
+#: The Prometheus series ``poolscope export --pg`` adds (name -> help).
+METRICS = {
+    "poolscope_pg_connections": "Connections of the attached pools by server state "
+    "(pg_stat_activity.state; 'gone' when the server no longer has the backend)",
+    "poolscope_pg_flags": "Current --pg flags by kind: idle_in_transaction (held, idle in "
+    "transaction over --idle-tx), idle_but_active (the pool counts it idle, the server has it "
+    "active), unknown_connections (the app's connections no pool reported), budget",
+    "poolscope_pg_fleet_max_connections": "Sum of max of every attached pool on this server",
+    "poolscope_pg_available_connections": "The server's max_connections minus reserved ones",
+}
+
+
+def metric_values(snap: Snapshot) -> dict[str, list[tuple[dict[str, str], float]]]:
+    """A sample as (labels, value) per series name of :data:`METRICS`."""
+    states: dict[tuple[str, str, str], int] = {}
+    for r in snap.rows:
+        key = (r.process, r.pool, r.backend.state if r.backend else "gone")
+        states[key] = states.get(key, 0) + 1
+    kinds = ("idle_in_transaction", "idle_but_active", "unknown_connections", "budget")
+    return {
+        "poolscope_pg_connections": [
+            ({"process": p, "pool": pool, "state": st or "unknown"}, float(n))
+            for (p, pool, st), n in sorted(states.items())
+        ],
+        "poolscope_pg_flags": [({"kind": k}, float(snap.kinds.get(k, 0))) for k in kinds],
+        "poolscope_pg_fleet_max_connections": [({}, float(snap.fleet_max))],
+        "poolscope_pg_available_connections": [({}, float(snap.available))],
+    }

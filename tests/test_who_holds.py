@@ -60,7 +60,8 @@ class WebApp:
         line = self.proc.stdout.readline()
         if not line:
             raise AssertionError(f"{kind} app did not start: {self.proc.stderr.read()[-2000:]}")  # type: ignore[union-attr]
-        host, _, port = json.loads(line)["stream"].rpartition(":")
+        self.stream = json.loads(line)["stream"]
+        host, _, port = self.stream.rpartition(":")
         self.events: list[Event] = []
         self._sock = socket.create_connection((host, int(port)), timeout=5)
         self._reader = threading.Thread(target=self._read, daemon=True)
@@ -322,6 +323,12 @@ def test_budget_warning_when_two_processes_could_exhaust_the_server() -> None:
         assert any(f.startswith("WARNING fleet budget") for f in snap.flags), snap.flags
         # One process alone fits.
         assert not asyncio.run(_one(cluster.dsn, states[:1])).budget_exceeded
+        # export --pg: the same budget and flags as series on /metrics.
+        text = asyncio.run(_exported([a.stream for a in apps], cluster.dsn))
+        assert 'poolscope_pg_flags{kind="budget"} 1.0' in text, text
+        assert "poolscope_pg_fleet_max_connections 10.0" in text
+        assert "poolscope_pg_available_connections 7.0" in text
+        assert 'state="idle"' in text
     finally:
         for a in apps:
             a.close()
@@ -411,3 +418,21 @@ def test_the_dsn_password_never_appears(pg_cluster: PgCluster, tmp_path: Path) -
         assert out.returncode == 0, out.stderr
         assert "server postgresql://" in out.stdout
         assert secret not in out.stdout + out.stderr
+
+
+async def _exported(streams: list[str], dsn: str) -> str:
+    from poolscope.endpoint import parse_endpoint
+    from poolscope.export import Exporter
+
+    exporter = Exporter([parse_endpoint(s) for s in streams], pg=PgView(dsn))
+    exporter.start()
+    try:
+        deadline = time.monotonic() + 20
+        while True:
+            snap = exporter.pg_snapshot
+            if snap is not None and snap.fleet_max == 10:
+                return exporter.render()[0].decode()
+            assert time.monotonic() < deadline, "export never sampled both processes"
+            await asyncio.sleep(0.1)
+    finally:
+        await exporter.close()

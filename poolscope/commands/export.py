@@ -8,6 +8,7 @@ import contextlib
 import signal
 import sys
 
+from poolscope import pgview
 from poolscope.cli import CommandError, UsageError
 from poolscope.commands.common import endpoint_arg
 from poolscope.endpoint import Endpoint
@@ -33,6 +34,7 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         help=f"where to serve /metrics and /healthz (default {DEFAULT_LISTEN})",
     )
     p.add_argument("--token", help="token, if the applications require one")
+    pgview.add_arguments(p)
 
 
 def _note(target: Target, ev: Event) -> None:
@@ -46,8 +48,13 @@ def _note(target: Target, ev: Event) -> None:
         )
 
 
-async def export(endpoints: list[Endpoint], listen: Endpoint, token: str | None) -> int:
-    exporter = Exporter(endpoints, token=token, on_change=_note)
+async def export(
+    endpoints: list[Endpoint],
+    listen: Endpoint,
+    token: str | None,
+    pg: pgview.PgView | None = None,
+) -> int:
+    exporter = Exporter(endpoints, token=token, on_change=_note, pg=pg)
     try:
         bound = await exporter.serve(listen)
     except OSError as exc:
@@ -75,4 +82,10 @@ def run(args: argparse.Namespace) -> int:
     if listen.is_unix:
         raise UsageError("poolscope export: --listen must be HOST:PORT (Prometheus scrapes HTTP)")
     endpoints = list(dict.fromkeys(args.endpoints))  # the same endpoint twice counts once
-    return asyncio.run(export(endpoints, listen, args.token))
+    pg = None
+    if args.pg:
+        try:
+            pg = pgview.PgView(args.pg, show_queries=False, idle_tx=args.idle_tx)
+        except pgview.PgUnavailable as exc:
+            raise CommandError(str(exc)) from None
+    return asyncio.run(export(endpoints, listen, args.token, pg))
