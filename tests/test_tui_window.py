@@ -155,3 +155,17 @@ async def test_pilot_alert_clears_after_the_burst(tmp_path: Path) -> None:
         await pilot.pause()
         assert app.window == 300.0
         assert "⚠ p99 wait" in str(app.query_one("#hists", Static).render())
+
+
+@pytest.mark.fast
+@pytest.mark.parametrize("command", ["attach", "replay"])
+def test_window_flag(command: str, capsys: pytest.CaptureFixture[str]) -> None:
+    from poolscope.cli import build_parser, main
+
+    target = ":9" if command == "attach" else "rec.ndjson"
+    args = build_parser(command).parse_args([target, "--window", "30"])
+    assert args.window == 30.0
+    assert build_parser(command).parse_args([target]).window == 60.0
+    assert main([command, target, "--window", "901"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "at most 900" in err, err
