@@ -80,10 +80,13 @@ class Span:
             return
         t = float(t)
         if etype == "sync":
-            # Everything before a sync is summarised by it: the span starts here.
+            # Everything before the first sync is summarised by it: the span starts
+            # there. A later sync (a reconnect, a restarted application) summarises
+            # what the span has counted already: the span goes on.
             self.syncs += 1
-            self.start, self.end = t, t
-            self.pools.clear()
+            if self.syncs == 1:
+                self.start, self.end = t, t
+                self.pools.clear()
             return
         if self.start is None:
             self.start = t

@@ -236,3 +236,18 @@ def test_live_duration_advises_on_the_watch_only(tmp_path: Path) -> None:
     assert "3 s watched" in w["span_note"]
     assert pool["verdict"] != "shrink"
     _headline_agrees(pool)
+
+
+@pytest.mark.fast
+def test_a_second_sync_does_not_restart_the_span() -> None:
+    """A recording that reconnected carries a second sync: what came before it counts."""
+    from poolscope.span import fold_span
+
+    evs = synth_events(rate=50.0, hold=0.004, size=4, seconds=60, seed=4)
+    half = len(evs) // 2
+    resync = {"type": "sync", "t": float(evs[half]["t"]), "state": fold(evs[:half]).to_dict()}
+    _, span = fold_span([*evs[:half], resync, *evs[half:]])
+    _, plain = fold_span(evs)
+    assert span.syncs == 2
+    ws, wp = span.workload(fold(evs), "orders"), plain.workload(fold(evs), "orders")
+    assert ws.attempts == wp.attempts == sum(1 for e in evs if e["type"] == "acquire")
