@@ -200,11 +200,19 @@ async def test_terminated_backends_lost_heartbeat_and_recovery(
         n_state = len(of(events, "state"))
         await until(lambda: len(of(events, "state")) > n_state, what="fresh state")
         p = fresh_runtime.model.pools["hb"]
-        assert (p.size, p.idle, p.in_use, p.waiting) == (
-            pool.get_size(),
-            pool.get_idle_size(),
-            pool.get_size() - pool.get_idle_size(),
-            0,
+        # Two snapshots a moment apart (a heartbeat may hold a connection in one):
+        # they agree at a state poll when nothing moves.
+        await until(
+            lambda: (
+                (p.size, p.idle, p.in_use, p.waiting)
+                == (
+                    pool.get_size(),
+                    pool.get_idle_size(),
+                    pool.get_size() - pool.get_idle_size(),
+                    0,
+                )
+            ),
+            what="gauges equal to the pool's own API",
         )
         assert (p.max, p.min) == (3, 2)
     finally:
@@ -217,7 +225,7 @@ async def test_heartbeat_probes_its_own_connection_when_nothing_is_idle(
     """Nothing idle: the heartbeat opens a connection of its own and closes it at once,
     at most once per interval (counted as heartbeats with ``probe: connect``)."""
     events = capture(fresh_runtime)
-    pool = await make_pool(pg_dsn, "busy", max_size=1, heartbeat=0.1)
+    pool = await make_pool(pg_dsn, "busy", max_size=1, heartbeat=0.25)
     try:
         con = await pool.acquire()
         try:
@@ -226,8 +234,8 @@ async def test_heartbeat_probes_its_own_connection_when_nothing_is_idle(
             await asyncio.sleep(1.0)
             span = time.monotonic() - t0
             own = [e for e in of(events, "heartbeat") if e.get("probe") == "connect"]
-            assert all(e["ok"] is True and e["conn"] == "" for e in own)
-            assert len(own) <= span / 0.1 + 2  # at most once per interval
+            assert all(e["ok"] is True and e["conn"] == "" for e in own), own
+            assert len(own) <= span / 0.25 + 2  # at most once per interval
             assert not [e for e in of(events, "heartbeat") if e.get("skipped")]
             assert not [e for e in of(events, "heartbeat") if e.get("conn")]
             assert pool.get_size() == 1  # outside the pool: it never grew

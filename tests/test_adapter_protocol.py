@@ -52,8 +52,8 @@ def test_unsupported_object_names_what_is_supported() -> None:
     for part in (
         "builtins.object",
         "asyncpg >=0.30,<0.33",
-        "SQLAlchemy >=2.0,<2.2",
-        "psycopg-pool >=3.2,<3.4",
+        "SQLAlchemy >=2.0.5,<2.2",
+        "psycopg-pool >=3.2.8,<3.4",
         "poolscope.pool.Pool",
     ):
         assert part in text
@@ -65,8 +65,8 @@ def test_unsupported_object_names_what_is_supported() -> None:
     ("adapter", "old", "new"),
     [
         (AsyncpgAdapter(), "0.29.0", "0.33.0"),
-        (SQLAlchemyAdapter(), "1.4.54", "2.2.0"),
-        (PsycopgPoolAdapter(), "3.1.9", "3.4.0"),
+        (SQLAlchemyAdapter(), "2.0.4", "2.2.0"),
+        (PsycopgPoolAdapter(), "3.2.7", "3.4.0"),
     ],
 )
 def test_versions_outside_the_range_are_refused_in_one_line(

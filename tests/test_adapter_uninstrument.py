@@ -29,8 +29,14 @@ pytestmark = [pytest.mark.timeout(60), pytest.mark.pg]
 SA_EVENTS = ("checkout", "checkin", "invalidate", "soft_invalidate", "close", "detach")
 
 
-def poolscope_threads() -> list[str]:
-    return [t.name for t in threading.enumerate() if t.name.startswith("poolscope")]
+def poolscope_threads(pool: str = "") -> list[str]:
+    """The runtime's thread and the pool's heartbeat and probe threads."""
+    return [
+        t.name
+        for t in threading.enumerate()
+        if t.name == "poolscope"
+        or (pool and t.name.startswith((f"poolscope-heartbeat-{pool}", f"poolscope-probe-{pool}")))
+    ]
 
 
 def handle_ref(rt: Runtime, name: str) -> Any:
@@ -40,7 +46,10 @@ def handle_ref(rt: Runtime, name: str) -> Any:
 def assert_all_gone(rt: Runtime, ref: Any, port: int | None = None) -> None:
     """No pool, no background thread, no server, and the pool's handle collected."""
     assert rt.handles == {}
-    wait_sync(lambda: not poolscope_threads(), what=f"threads to end: {poolscope_threads()}")
+    name = ref().name if ref() is not None else ""
+    wait_sync(
+        lambda: not poolscope_threads(name), what=f"threads to end: {poolscope_threads(name)}"
+    )
     assert rt.thread is None and rt.server is None
     for _ in range(3):
         gc.collect()
@@ -112,7 +121,7 @@ def test_sqlalchemy_engine(fresh_runtime: Runtime, pg_dsn: str) -> None:
         ref = handle_ref(fresh_runtime, "sae")
         with eng.connect() as c:
             c.execute(sa.text("SELECT 1"))
-        assert "poolscope-heartbeat-sae" in poolscope_threads()
+        assert "poolscope-heartbeat-sae" in poolscope_threads("sae")
         assert "_do_get" in vars(pool) and "_do_ping_w_event" in vars(eng.dialect)
         assert ps.uninstrument(eng) is eng
         assert {ev: len(getattr(pool.dispatch, ev)) for ev in SA_EVENTS} == before

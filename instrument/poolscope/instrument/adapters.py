@@ -281,7 +281,7 @@ def report_probe(
     if status == "timeout":
         error = timed_out_error(limit)
         emit_heartbeat(handle, "", False, limit, error, **extra)
-        tracker.failed(source, error)
+        tracker.failed(source, error, time.perf_counter() - limit)
         return False
     if status != "done" or result is None:
         return None
@@ -294,7 +294,8 @@ def report_probe(
     if ok:
         tracker.ok(source)
     else:
-        tracker.failed(source, error or "probe failed")
+        started = time.perf_counter() - (latency or 0.0)
+        tracker.failed(source, error or "probe failed", started)
     return bool(ok)
 
 

@@ -264,7 +264,7 @@ class _State:
             timed_out = isinstance(exc, asyncio.TimeoutError)
             error = timed_out_error(limit) if timed_out else describe_error(exc)
             emit_heartbeat(h, cid, False, _clock() - t0, error)
-            self.backend.failed("probe", error)
+            self.backend.failed("probe", error, t0)
             if info is not None:
                 # We close it: a timed-out probe's connection is in an unknown state.
                 # Already closed under us: the server (or network) ended it.
@@ -300,7 +300,7 @@ class _State:
             timed_out = isinstance(exc, asyncio.TimeoutError)
             error = timed_out_error(limit) if timed_out else describe_error(exc)
             emit_heartbeat(self.handle, "", False, _clock() - t0, error, probe="connect")
-            self.backend.failed("connect", error)
+            self.backend.failed("connect", error, t0)
             return
         latency = _clock() - t0
         try:
@@ -528,7 +528,7 @@ def _wrap_connect(st: _State) -> None:
         except Exception as exc:
             error = describe_error(exc)
             st.handle.event("connect_error", error=error, duration=_clock() - t0)
-            st.backend.failed("connect", error)
+            st.backend.failed("connect", error, t0)
             raise
         st.backend.ok("connect")
         try:

@@ -47,17 +47,23 @@ class BackendTracker:
         #: Probes the heartbeat made on a connection of its own (none was idle).
         self.own_probes = 0
         self._last_own = float("-inf")
+        self._last_ok = float("-inf")  # perf_counter of the last success
         self._lock = threading.Lock()
 
     def ok(self, source: str) -> None:
         """A probe or connect succeeded: the database answers."""
+        self._last_ok = time.perf_counter()
         if self.state == HEALTHY:
             return  # the common case: no lock, no event
         with self._lock:
             self._set(HEALTHY, "")
 
-    def failed(self, source: str, error: str) -> None:
-        """Something failed: ``source`` is one of ``SOURCES``."""
+    def failed(self, source: str, error: str, started: float | None = None) -> None:
+        """Something failed: ``source`` is one of ``SOURCES``. ``started``: when the
+        attempt began (perf_counter) - one begun before the last success (a reconnect
+        in flight through a recovery) says nothing about now, and is ignored."""
+        if started is not None and started < self._last_ok:
+            return
         with self._lock:
             self.last_error = error
             if self.state == HEALTHY:

@@ -133,7 +133,7 @@ class _State:
         error = describe_error(exc)
         emit_heartbeat(self.handle, info.id if info else "", False, _clock() - t0, error)
         self.check_failures += 1
-        self.backend.failed("probe", error)
+        self.backend.failed("probe", error, t0)
         self.closing(conn, "lost")
 
     def check_ok(self, conn: Any, t0: float) -> None:
@@ -144,7 +144,7 @@ class _State:
     def connect_failed(self, t0: float, exc: BaseException) -> None:
         error = describe_error(exc)
         self.handle.event("connect_error", error=error, duration=_clock() - t0)
-        self.backend.failed("connect", error)
+        self.backend.failed("connect", error, t0)
 
     def own_kwargs(self, limit: float) -> dict[str, Any]:
         kwargs = dict(getattr(self.pool, "kwargs", None) or {})
@@ -258,6 +258,9 @@ def _hook_sync(pool: Any, st: _State) -> None:
 
     def _checked(fn: Any) -> Any:
         def run(conn: Any) -> None:
+            if fn is check_one and not getattr(pool, "_check", None):
+                fn(conn)  # no check callback: a no-op on every getconn, not a probe
+                return
             t0 = _clock()
             try:
                 fn(conn)
@@ -328,6 +331,9 @@ def _hook_async(pool: Any, st: _State) -> None:
 
     def _checked(fn: Any) -> Any:
         async def run(conn: Any) -> None:
+            if fn is check_one and not getattr(pool, "_check", None):
+                await fn(conn)  # no check callback: a no-op, not a probe
+                return
             t0 = _clock()
             try:
                 await fn(conn)
@@ -361,7 +367,7 @@ class PsycopgPoolAdapter:
     kind = "psycopg_pool"
     classes: tuple[str, ...] = ("psycopg_pool ConnectionPool", "AsyncConnectionPool")
     distribution = "psycopg-pool"
-    supported: tuple[str | None, str | None] = ("3.2", "3.4")
+    supported: tuple[str | None, str | None] = ("3.2.8", "3.4")
     attaches: Attachment = "in_place"
     private_attributes: tuple[str, ...] = (
         "_pool",

@@ -139,6 +139,7 @@ class _ReferenceHandle(PoolHandle):
         self.pool = pool
         self.tracker = BackendTracker(self, self.heartbeat)
         self._own: set[asyncio.Task[None]] = set()
+        self._timed_out: set[str] = set()  # connections whose probe timed out
 
     def event(self, etype: str, **fields: Any) -> None:
         tr = self.tracker
@@ -150,6 +151,15 @@ class _ReferenceHandle(PoolHandle):
                 return  # said by the tracker, from everything below
             if etype == "heartbeat" and fields.get("skipped") and self._own_probe():
                 return  # not skipped: probed on a connection of its own
+            if etype == "heartbeat" and str(fields.get("error") or "").startswith("TimeoutError"):
+                # The pool's ping timed out and the pool retires that connection: say
+                # so, and give its close the reason that tells it from a real loss.
+                limit = getattr(self.pool, "heartbeat_timeout", PROBE_TIMEOUT)
+                fields["error"] = timed_out_error(limit)
+                self._timed_out.add(str(fields.get("conn")))
+            elif etype == "close" and str(fields.get("conn")) in self._timed_out:
+                self._timed_out.discard(str(fields.get("conn")))
+                fields["reason"] = "probe_timeout"
             super().event(etype, **fields)
             error = str(fields.get("error") or "")
             if etype == "heartbeat":
@@ -191,7 +201,7 @@ class _ReferenceHandle(PoolHandle):
                 else (describe_error(exc))
             )
             emit_heartbeat(self, "", False, time.perf_counter() - t0, error, probe="connect")
-            tr.failed("connect", error)
+            tr.failed("connect", error, t0)
             return
         latency = time.perf_counter() - t0
         pool._close_raw(raw)

@@ -273,7 +273,11 @@ class _State:
         return True, latency, None, ""
 
     def tick(self) -> bool:
-        """One heartbeat round on the heartbeat thread."""
+        """The heartbeat thread's call: one round (``probe``)."""
+        return self.probe()
+
+    def probe(self) -> bool:
+        """One heartbeat round: an idle connection, else one of our own."""
         assert self.heartbeat is not None
         sync_round(
             self.handle,
@@ -373,7 +377,7 @@ def _wrap_creator(st: _State) -> None:
         except Exception as exc:
             error = describe_error(exc)
             st.handle.event("connect_error", error=error, duration=_clock() - t0)
-            st.backend.failed("connect", error)
+            st.backend.failed("connect", error, t0)
             raise
         st.backend.ok("connect")
         try:
@@ -444,7 +448,7 @@ class SQLAlchemyAdapter:
     kind = "sqlalchemy"
     classes: tuple[str, ...] = ("sqlalchemy Engine", "AsyncEngine", "Pool")
     distribution = "SQLAlchemy"
-    supported: tuple[str | None, str | None] = ("2.0", "2.2")
+    supported: tuple[str | None, str | None] = ("2.0.5", "2.2")
     attaches: Attachment = "in_place"
     private_attributes: tuple[str, ...] = (
         "_do_get",
