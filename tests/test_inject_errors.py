@@ -202,3 +202,19 @@ def test_remote_debug_switches_read_from_a_real_process(spawn: object, tmp_path:
         env=env,
     )
     assert "-X disable-remote-debug" in (remote_debug_disabled(x) or "")
+
+
+def test_attach_pid_injects_once_then_reuses_the_stream(
+    spawn: object, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`poolscope attach --pid` finds where to attach: injects a process that is not
+    instrumented, and takes the stream of one that is (no second inject)."""
+    from poolscope.commands.inject import endpoint_for_pid
+
+    env = app_env(tmp_path)
+    monkeypatch.setenv("POOLSCOPE_RUNTIME_DIR", env["POOLSCOPE_RUNTIME_DIR"])
+    pid = spawn([sys.executable, str(APPS / "live_plain.py"), "sleep"], env=env)  # type: ignore[operator]
+    first = endpoint_for_pid(pid)
+    assert first.port
+    assert endpoint_for_pid(pid) == first  # from the discovery entry: not injected again
+    detach(pid, env=env)

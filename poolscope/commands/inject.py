@@ -6,10 +6,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from typing import Any
 
 from poolscope.cli import CommandError
 from poolscope.commands.common import positive_float
+from poolscope.endpoint import Endpoint
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -95,3 +97,25 @@ def run(args: argparse.Namespace) -> int:
         f"{result.get('adopted', 0)} checked-out connection(s) adopted"
     )
     return 0
+
+
+def endpoint_for_pid(pid: int) -> Endpoint:
+    """Where process ``pid`` streams: its discovery entry if it is instrumented (by
+    itself, `poolscope run` or an earlier inject), else inject it now (``attach --pid``)."""
+    from poolscope.commands.attach import live_entries
+    from poolscope.endpoint import EndpointError, parse_endpoint
+
+    for entry in live_entries():
+        if int(entry["pid"]) == pid:
+            try:
+                return parse_endpoint(str(entry["endpoint"]))
+            except EndpointError:
+                break
+    result = inject(pid)
+    print(
+        f"poolscope: injected into pid {pid} ({result['transport']}; stopped "
+        f"{result['stopped']:.2f}s): streaming on {result['endpoint']}; "
+        f"`poolscope detach {pid}` undoes it",
+        file=sys.stderr,
+    )
+    return parse_endpoint(str(result["endpoint"]))
