@@ -91,44 +91,65 @@ class FdBudget:
 
 
 class RefusalLog:
-    """Refused connections, counted by reason and logged at most once per interval.
+    """Refused connections (and ticks the server stopped accepting), counted by reason
+    and logged at most once per interval.
 
-    The first refusal is logged at once (so the operator learns of it); later ones
-    are counted and summed up in one line when the interval has passed (and at close).
+    The first one is logged at once (so the operator learns of it); later ones are
+    counted and summed up in one line when the interval has passed (and at close).
     """
 
     def __init__(self, interval: float | None = None) -> None:
         self.interval = REFUSAL_LOG_INTERVAL if interval is None else interval
         self.total = 0
-        self._pending: dict[str, int] = {}
+        self.deferred = 0
+        self._refused: dict[str, int] = {}
+        self._deferred: dict[str, int] = {}
         self._last: float | None = None
 
     def note(self, reason: str, now: float | None = None) -> None:
+        """One connection refused (closed at accept, or closed later for ``reason``)."""
         self.total += 1
-        self._pending[reason] = self._pending.get(reason, 0) + 1
+        self._refused[reason] = self._refused.get(reason, 0) + 1
+        self.tick(time.monotonic() if now is None else now)
+
+    def defer(self, reason: str, now: float | None = None) -> None:
+        """One tick in which the server left connections waiting in the backlog."""
+        self.deferred += 1
+        self._deferred[reason] = self._deferred.get(reason, 0) + 1
         self.tick(time.monotonic() if now is None else now)
 
     def tick(self, now: float) -> None:
-        if self._pending and (self._last is None or now - self._last >= self.interval):
+        if (self._refused or self._deferred) and (
+            self._last is None or now - self._last >= self.interval
+        ):
             self.flush(now)
 
     def flush(self, now: float | None = None) -> None:
-        if not self._pending:
+        if not self._refused and not self._deferred:
             return
-        pending, self._pending = self._pending, {}
+        refused, self._refused = self._refused, {}
+        deferred, self._deferred = self._deferred, {}
         first = self._last is None
         self._last = time.monotonic() if now is None else now
-        n = sum(pending.values())
-        reasons = ", ".join(f"{count} {why}" for why, count in sorted(pending.items()))
+        parts = []
+        if refused:
+            parts.append(f"refused {sum(refused.values())} ({_reasons(refused)})")
+        if deferred:
+            n = sum(deferred.values())
+            parts.append(
+                f"stopped accepting {n} time{'' if n == 1 else 's'} ({_reasons(deferred)})"
+            )
         log.warning(
-            "poolscope: refused %d observer connection%s%s: %s%s",
-            n,
-            "" if n == 1 else "s",
+            "poolscope: observer connections%s: %s%s",
             "" if first else f" in the last {self.interval:.0f} s",
-            reasons,
+            "; ".join(parts),
             (
-                f"; further refusals are counted and logged at most every {self.interval:.0f} s"
+                f"; further ones are counted and logged at most every {self.interval:.0f} s"
                 if first
                 else ""
             ),
         )
+
+
+def _reasons(counts: dict[str, int]) -> str:
+    return ", ".join(f"{n} {why}" for why, n in sorted(counts.items()))

@@ -32,12 +32,13 @@ __all__ = ["PoolscopeCollector", "register", "unregister"]
 log = logging.getLogger("poolscope")
 
 #: Longest a scrape waits for a snapshot at least as new as the model it found; after
-#: that it takes the latest one published (at most a tick older).
-SNAPSHOT_WAIT = 0.15
-#: A snapshot is published on the runtime thread while scrapes came this recently.
+#: that it takes the latest one published (one tick older at most).
+SNAPSHOT_WAIT = 0.05
+#: A snapshot this recent is served as it is while a tick is under way.
+RECENT = 0.5
+#: A snapshot is published at the end of every tick that changed the model, while
+#: scrapes came this recently.
 DEMAND_WINDOW = 300.0
-#: ... and at least this often, even with no scraper waiting.
-REFRESH_INTERVAL = 1.0
 
 _lock = threading.Lock()
 # id(registry) -> (registry, collector): registering twice returns the first one.
@@ -57,8 +58,8 @@ class _Published:
         self.key: tuple[int, int] | None = None
         self.families: list[Family] | None = None
         self.at = 0.0
+        self.tick = -1
         self.demand = float("-inf")
-        self.waiting = 0
 
     def fresh_for(self, want: tuple[int, int]) -> bool:
         key = self.key
@@ -84,11 +85,11 @@ def _publisher(rt: Runtime) -> _Published:
                 if now - p.demand > DEMAND_WINDOW:
                     return
                 key = _key(rt)
-                if key == p.key or (not p.waiting and now - p.at < REFRESH_INTERVAL):
+                if key == p.key:
                     return
                 fams = _build(rt)
                 with p.cond:
-                    p.key, p.families, p.at = key, fams, now
+                    p.key, p.families, p.at, p.tick = key, fams, now, rt.ticks
                     p.cond.notify_all()
 
             rt.tick_hooks.append(publish)
@@ -101,9 +102,9 @@ def snapshot(rt: Runtime) -> list[Family]:
     The runtime thread mutates the model; a snapshot made there, between two folds,
     is consistent (a histogram's count always equals its acquires) and the scrape
     never iterates a dict the other thread changes. The scrape does not schedule
-    anything on the loop and never waits for it: it waits at most SNAPSHOT_WAIT for a
-    snapshot that has seen the model as the scrape found it, else it serves the
-    latest one (a busy tick late by that much is still a tick behind, not seconds).
+    anything on the loop and never waits for it: it serves the snapshot of the latest
+    tick (or one made in the last RECENT seconds), and only after a quiet spell does it
+    wait, at most SNAPSHOT_WAIT, for the tick under way to publish its own.
     """
     loop = rt.loop
     if (
@@ -118,12 +119,19 @@ def snapshot(rt: Runtime) -> list[Family]:
         want = _key(rt)
         with pub.cond:
             pub.demand = time.monotonic()
-            if not pub.fresh_for(want):
-                pub.waiting += 1
-                try:
-                    pub.cond.wait_for(lambda: pub.fresh_for(want), SNAPSHOT_WAIT)
-                finally:
-                    pub.waiting -= 1
+            # Made in the latest tick: nothing fresher exists until the next one (the
+            # loop is between ticks) - serve it. Made recently: the model is moving,
+            # a tick's difference is noise - serve it. Otherwise (a first scrape, or the
+            # first change after a quiet spell) a tick is folding under way: wait for
+            # what it publishes at its end, so a quiet model is reported exactly.
+            if (
+                not pub.fresh_for(want)
+                and pub.tick != rt.ticks
+                and time.monotonic() - pub.at > RECENT
+            ):
+                pub.cond.wait_for(
+                    lambda: pub.fresh_for(want) or pub.tick == rt.ticks, SNAPSHOT_WAIT
+                )
             if pub.families is not None:
                 return pub.families
     # No runtime thread (or called on it): the model does not move under us - read

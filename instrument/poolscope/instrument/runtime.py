@@ -36,6 +36,10 @@ DRAIN_INTERVAL = 0.02
 DRAIN_CHUNK = 2048
 #: Chunks drained per tick at most (a backlog is worked off in ticks of this size).
 TICK_CHUNKS = 8
+#: Overloaded (the recorder dropping), a tick stops draining after this much CPU ...
+TICK_BUDGET = 0.02
+#: ... and the thread then sleeps so that it keeps at most this share of the GIL.
+BACKGROUND_SHARE = 0.2
 STATE_INTERVAL = 1.0
 LEAK_CHECK_INTERVAL = 0.25
 MAX_SITES = 10_000
@@ -143,6 +147,8 @@ class Runtime:
         self.tick_hooks: list[Callable[[], None]] = []
         #: Bumped whenever the model folds something: a snapshot names what it saw.
         self.generation = 0
+        #: Ticks begun (a snapshot published in the latest one is as fresh as any).
+        self.ticks = 0
         # serve()'s limits, kept for a forked child's own server.
         self._serve_limits: dict[str, Any] = {}
         # Internal errors by place, waiting for the next drain: (count, last message).
@@ -413,6 +419,8 @@ class Runtime:
         once rather than a little often (a backlog waits for the next tick, not for a
         wake-up per event)."""
         while True:
+            cpu0 = time.thread_time()
+            self.ticks += 1
             more = False
             server = self.server
             if server is not None:
@@ -420,10 +428,13 @@ class Runtime:
                     server.service()
                 except Exception as exc:
                     errors.report("stream server", exc)
+            overloaded = self._overloaded()
             try:
                 more = self._drain()
                 chunks = 1
                 while more and chunks < TICK_CHUNKS and not (server and server.lagging()):
+                    if overloaded and time.thread_time() - cpu0 >= TICK_BUDGET:
+                        break
                     more = self._drain()
                     chunks += 1
             except Exception as exc:
@@ -438,12 +449,25 @@ class Runtime:
                     hook()
                 except Exception as exc:
                     errors.report("tick hook", exc)
-            await asyncio.sleep(self._pause() if more else DRAIN_INTERVAL)
+            await asyncio.sleep(self._pause(more, time.thread_time() - cpu0, overloaded))
 
-    def _pause(self) -> float:
-        """Between chunks of a backlog: none, unless an observer's queue is half full -
-        then give the senders a moment, so a healthy but briefly slower observer
-        catches up instead of losing lines (a stalled one still only costs drops)."""
+    def _overloaded(self) -> bool:
+        """The recorder is dropping or half full: the application produces faster than
+        this thread folds, and every GIL slice taken here is one the application loses."""
+        rec = self.recorder
+        return rec.dropped > 0 or 2 * len(rec.buffer) >= rec.capacity
+
+    def _pause(self, more: bool = True, busy: float = 0.0, overloaded: bool = False) -> float:
+        """Until the next tick. Overloaded: long enough that this thread keeps at most
+        BACKGROUND_SHARE of the GIL (the recorder drops the excess, counted and told)
+        and the application the rest. Otherwise, with a backlog: none, unless an
+        observer's queue is half full - then give it a moment, so a healthy but briefly
+        slower observer catches up instead of losing lines (a stalled one still only
+        costs drops)."""
+        if overloaded:
+            return max(DRAIN_INTERVAL, busy * (1 - BACKGROUND_SHARE) / BACKGROUND_SHARE)
+        if not more:
+            return DRAIN_INTERVAL
         server = self.server
         return DRAIN_INTERVAL if server is not None and server.lagging() else 0.0
 

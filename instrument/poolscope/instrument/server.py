@@ -2,12 +2,13 @@
 
 Runs inside the runtime's tick on the background thread, with no task, future or
 event per connection: the runtime calls :meth:`StreamServer.service` (accept, read
-what observers sent, close the ones that left) before it drains and folds, and
-:meth:`StreamServer.deliver` (greet this tick's arrivals with one shared greeting,
-then one ``sendmsg`` per observer) after. One ``poll`` tells which sockets need
-attention. When the application's thread is CPU-bound every call that releases the
-GIL can cost the background thread a full switch interval, so the server makes as
-few as it can: a handful per tick, whatever the number of events.
+what observers sent, close the ones that left, greet this tick's arrivals with one
+shared greeting) before it drains and folds, and :meth:`StreamServer.deliver` (one
+send per observer) after. One ``poll`` tells which sockets need attention. When the
+application's thread is CPU-bound every call that releases the GIL can cost the
+background thread a full switch interval, so the server makes few such calls (one
+``poll`` a tick) and makes its socket calls through :mod:`.sockio`, which on Linux
+keeps the GIL for calls that cannot block.
 
 A slow observer loses its oldest lines, never the application's memory or time; the
 loss is counted and announced to that observer as a ``dropped`` event. One that
@@ -33,12 +34,13 @@ import tempfile
 import time
 from collections import deque
 from collections.abc import Callable
+from itertools import islice
 from typing import Any
 
 from poolscope.endpoint import Endpoint
 from poolscope.events import MAX_LINE_BYTES, DecodeError, decode, encode
 
-from . import discovery, errors, peers
+from . import discovery, errors, peers, sockio
 from .limits import FdBudget, RefusalLog
 
 log = logging.getLogger("poolscope")
@@ -59,11 +61,10 @@ MAX_AUTH_BYTES = 64 << 10
 MAX_ACCEPT_PER_TICK = 256
 #: Bytes read from one observer per tick (observers send next to nothing).
 READ_PER_TICK = 256 << 10
-#: Buffers handed to one ``sendmsg``.
-MAX_IOV = 64
+#: Chunks handed to one send.
+MAX_IOV = sockio.MAX_IOV
 LISTEN_BACKLOG = 128
 
-_NOSIGNAL = getattr(socket, "MSG_NOSIGNAL", 0)
 _DROPPED_PREFIX = b'{"type":"dropped"'
 # accept() failures that mean "out of descriptors or memory": stop for this tick.
 _RESOURCE_ERRNOS = {errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM}
@@ -215,6 +216,7 @@ class StreamServer:
         self._by_fd: dict[int, socket.socket | _Waiting | Observer] = {}
         self._poll: Any = select.poll() if hasattr(select, "poll") else None
         self._uid = os.geteuid() if hasattr(os, "geteuid") else None
+        self._io = sockio.choose()
 
     # -- listening ---------------------------------------------------------------
     async def start(self, endpoint: Endpoint, *, fallback: bool = True) -> Endpoint:
@@ -319,7 +321,7 @@ class StreamServer:
         if fd >= 0:
             self._unwatch(fd)
         try:
-            sock.close()
+            self._io.close(sock)
         except OSError:
             pass
         self.fds.closed()
@@ -335,7 +337,8 @@ class StreamServer:
 
     # -- before the fan-out: accept, read, close -----------------------------------
     def service(self) -> None:
-        """Accept new connections, read what observers sent, close the ones that left."""
+        """Accept new connections, read what observers sent, close the ones that left, and
+        greet the arrivals (one greeting, built once, shared by all of them)."""
         now = time.monotonic()
         accepted: list[tuple[socket.socket, socket.socket, Any]] = []
         for fd in self._ready():
@@ -354,6 +357,10 @@ class StreamServer:
                 self._refuse(w.sock, "sent no token in time", now)
         for ob in [ob for ob in self.observers if ob.closed]:
             self._finish(ob)
+        if self._arrived:
+            # Before the fan-out: their greeting is the state so far, and this tick's
+            # events follow it like everyone else's.
+            self._greet()
         self.refusals.tick(now)
 
     def _accept(
@@ -366,15 +373,15 @@ class StreamServer:
         for _ in range(MAX_ACCEPT_PER_TICK):
             if room <= 0:
                 # Leave them in the backlog: every descriptor left is the application's.
-                self.refusals.note("deferred: file descriptor reserve", now)
+                self.refusals.defer("file descriptor reserve", now)
                 return
             try:
-                conn, addr = lsock.accept()
+                conn, addr = self._io.accept(lsock)
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as exc:
                 if exc.errno in _RESOURCE_ERRNOS:
-                    self.refusals.note("deferred: out of descriptors", now)
+                    self.refusals.defer("out of descriptors", now)
                     return
                 continue  # ECONNABORTED and the like: that one is gone, try the next
             room -= 1
@@ -385,11 +392,6 @@ class StreamServer:
                 continue
             if self._token is not None and len(self._waiting) >= self.max_pending:
                 self._refuse(conn, f"over the limit awaiting a token ({self.max_pending})", now)
-                continue
-            try:
-                conn.setblocking(False)
-            except OSError:
-                self._close_sock(conn)
                 continue
             accepted.append((conn, lsock, addr))
 
@@ -403,7 +405,7 @@ class StreamServer:
             for conn, _, addr in accepted:
                 if conn.family in (socket.AF_INET, socket.AF_INET6) and _is_loopback(addr[0]):
                     try:
-                        here = conn.getsockname()
+                        here = self._io.local_address(conn)
                     except OSError:
                         continue
                     groups.setdefault((conn.family, here[0], here[1]), []).append((conn, addr))
@@ -432,7 +434,7 @@ class StreamServer:
     def _read_token(self, w: _Waiting, now: float) -> None:
         fd = w.sock.fileno()
         try:
-            chunk = w.sock.recv(MAX_AUTH_BYTES + 1 - len(w.inbuf))
+            chunk = self._io.recv(w.sock, MAX_AUTH_BYTES + 1 - len(w.inbuf))
         except (BlockingIOError, InterruptedError):
             return
         except OSError:
@@ -478,7 +480,7 @@ class StreamServer:
         got = 0
         while got < READ_PER_TICK:
             try:
-                chunk = ob.sock.recv(1 << 16)
+                chunk = self._io.recv(ob.sock, 1 << 16)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -513,11 +515,10 @@ class StreamServer:
 
     # -- after the fan-out: greet, write -------------------------------------------
     def deliver(self) -> None:
-        """Greet this tick's arrivals (one greeting, shared) and write to every observer:
-        one ``sendmsg`` each, as much as its socket takes."""
+        """Write to every observer: one send each, as much as its socket takes."""
         now = time.monotonic()
-        if self._arrived:
-            self._greet(now)
+        if self._arrived:  # a token line read by flush()'s last service, say
+            self._greet()
         stall = self.stall_timeout
         for ob in list(self.observers):
             if not ob.closed and (ob.queue or ob.dropped):
@@ -530,7 +531,7 @@ class StreamServer:
             if ob.closed:
                 self._finish(ob)
 
-    def _greet(self, now: float) -> None:
+    def _greet(self) -> None:
         arrived, self._arrived = self._arrived, []
         try:
             lines = self._greeting()
@@ -561,16 +562,8 @@ class StreamServer:
             n, ob.dropped = ob.dropped, 0
             q.chunks.insert(1 if q.offset else 0, (encode(_dropped_event(n)), 1, n, False))
             q.lines += 1
-        bufs: list[bytes | memoryview] = []
-        for data, _, _, _ in q.chunks:
-            bufs.append(memoryview(data)[q.offset :] if not bufs and q.offset else data)
-            if len(bufs) >= MAX_IOV:
-                break
         try:
-            if len(bufs) == 1 or not hasattr(ob.sock, "sendmsg"):
-                sent = ob.sock.send(bufs[0], _NOSIGNAL)
-            else:
-                sent = ob.sock.sendmsg(bufs, [], _NOSIGNAL)
+            sent = self._io.send(ob.sock, [c[0] for c in islice(q.chunks, MAX_IOV)], q.offset)
         except (BlockingIOError, InterruptedError):
             return
         except OSError:  # the peer left (reset, broken pipe): not an internal error
