@@ -320,3 +320,10 @@ def test_peer_uid_lookup(source: str, monkeypatch: pytest.MonkeyPatch) -> None:
         finally:
             conn.close()
             cli.close()
+
+
+def test_serve_takes_the_limits(fresh_runtime: runtime_module.Runtime) -> None:
+    ps.serve("127.0.0.1:0", max_observers=2, allow_other_users=True)
+    server = fresh_runtime.server
+    assert server is not None
+    assert server.max_observers == 2 and server.allow_other_users

@@ -125,12 +125,27 @@ def uninstrument(obj: Any, *, timeout: float = 1.0) -> Any:
 
 
 def serve(
-    listen: str | Endpoint | None = None, *, allow_remote: bool = False, token: str | None = None
+    listen: str | Endpoint | None = None,
+    *,
+    allow_remote: bool = False,
+    token: str | None = None,
+    max_observers: int | None = None,
+    allow_other_users: bool | None = None,
 ) -> Endpoint:
     """Start the stream server explicitly; returns the endpoint it listens on. It stays up
-    when the last pool is uninstrumented."""
+    when the last pool is uninstrumented.
+
+    ``max_observers`` caps the observers served at once (default
+    ``$POOLSCOPE_MAX_OBSERVERS``, else 64); ``allow_other_users=True`` (or
+    ``$POOLSCOPE_ALLOW_OTHER_USERS=1``) lets loopback TCP peers of another user in."""
     runtime = get_runtime()
-    endpoint = runtime.serve(listen, allow_remote=allow_remote, token=token)
+    endpoint = runtime.serve(
+        listen,
+        allow_remote=allow_remote,
+        token=token,
+        max_observers=max_observers,
+        allow_other_users=allow_other_users,
+    )
     runtime.explicit_serve = True
     return endpoint
 
