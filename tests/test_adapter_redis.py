@@ -276,3 +276,26 @@ def test_password_appears_nowhere(
     assert "db_client_connection_count" in outputs["metrics"]
     for where, text in outputs.items():
         assert secret not in text, f"password leaked into {where}"
+
+
+def test_os_sockets_match_the_pool(fresh_runtime: Runtime, redis_server: RedisServer) -> None:
+    """The TUI's OS cross-check: the process's established sockets to the pool's target
+    are the pool's own size."""
+    import os
+
+    from poolscope.tui.osinfo import ProcessProbe
+
+    events = capture(fresh_runtime)
+    client = ps.instrument(redis.Redis.from_url(redis_server.url), name="os", listen=False)
+    pool = client.connection_pool
+    try:
+        held = [pool.get_connection() for _ in range(3)]
+        for conn in held:
+            pool.release(conn)
+        assert client.ping()
+        wait_sync(lambda: of(events, "state", "os") and of(events, "state", "os")[-1]["size"] == 3)
+        target = fresh_runtime.model.pools["os"].target
+        assert ProcessProbe().connections(os.getpid(), [target]) == {target: 3}
+    finally:
+        ps.uninstrument(client)
+        pool.disconnect()

@@ -25,6 +25,7 @@ from its waiter queues, max ``limit_per_host`` (else ``limit``; 0 = unlimited).
 from __future__ import annotations
 
 import asyncio
+import inspect
 import sys
 import time
 import weakref
@@ -153,10 +154,10 @@ def _release_reason(connector: Any, proto: Any, should_close: bool) -> str | Non
         return "server_closed"
     if proto._should_close:
         return "server_closed"  # the server asked (Connection: close, HTTP/1.0)
-    if should_close:
-        return "closed"
     if proto.should_close:
         return "invalid"  # released with its body unread, or mid-upgrade
+    if should_close:
+        return "closed"
     return None
 
 
@@ -225,10 +226,18 @@ def _hook(st: _State) -> None:
             tr.closed(protocol, reason)
         return result
 
-    async def get_(key: Any, *args: Any, **kwargs: Any) -> Any:
+    async def aget(key: Any, *args: Any, **kwargs: Any) -> Any:
         conns = c._conns.get(key)
         stale = st.stale(key, conns, _monotonic()) if conns else None
         result = await get(key, *args, **kwargs)
+        if stale:
+            st.dropped(key, stale)
+        return result
+
+    def sget(key: Any, *args: Any, **kwargs: Any) -> Any:  # older releases: not async
+        conns = c._conns.get(key)
+        stale = st.stale(key, conns, _monotonic()) if conns else None
+        result = get(key, *args, **kwargs)
         if stale:
             st.dropped(key, stale)
         return result
@@ -275,7 +284,7 @@ def _hook(st: _State) -> None:
     hooks.set("connect", connect_)
     hooks.set("_create_connection", create_)
     hooks.set("_release", release_)
-    hooks.set("_get", get_)
+    hooks.set("_get", aget if inspect.iscoroutinefunction(get) else sget)
     hooks.set("_cleanup", cleanup_)
     hooks.set("_close", close_)
 
@@ -287,7 +296,8 @@ class AiohttpAdapter:
     kind = "aiohttp"
     classes: tuple[str, ...] = ("aiohttp ClientSession", "TCPConnector")
     distribution = "aiohttp"
-    supported: tuple[str | None, str | None] = ("3.9", "4")
+    # 3.10 is where the wait for a slot (and its connect timeout) is inside connect().
+    supported: tuple[str | None, str | None] = ("3.10", "4")
     attaches: Attachment = "in_place"
     private_attributes: tuple[str, ...] = (
         "_conns",

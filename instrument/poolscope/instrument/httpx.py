@@ -387,7 +387,9 @@ class HttpxAdapter:
     kind = "httpx"
     classes: tuple[str, ...] = ("httpx Client", "AsyncClient", "httpcore ConnectionPool")
     distribution = "httpcore"
-    supported: tuple[str | None, str | None] = ("1.0", "2")
+    # From 1.0.3 the pool keeps ``_connections`` and ``_requests`` (1.0.2 does not);
+    # tested with 1.0.3, 1.0.4, 1.0.5 and 1.0.9.
+    supported: tuple[str | None, str | None] = ("1.0.3", "2")
     attaches: Attachment = "in_place"
     private_attributes: tuple[str, ...] = (
         "_connections",

@@ -18,6 +18,8 @@ the pool's lists; the target is ``host:port/db`` and never carries the password.
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import sys
 import time
 from typing import Any
@@ -37,6 +39,13 @@ _POOLS = ("ConnectionPool", "BlockingConnectionPool")
 _NO_CONNECTION = "No connection available."
 _TOO_MANY = "Too many connections"
 _ATTR = "_poolscope_redis"
+
+
+def _takes_timeout(method: Any) -> bool:
+    try:
+        return "timeout" in inspect.signature(method).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _pool_of(obj: Any) -> Any:
@@ -255,7 +264,10 @@ def _hook_sync(st: _State) -> None:
             return True
         try:
             conn.send_command("PING", check_health=False)
-            conn.read_response(timeout=probe_timeout(tr.handle.heartbeat or 2.0))
+            if _takes_timeout(conn.read_response):
+                conn.read_response(timeout=probe_timeout(tr.handle.heartbeat or 2.0))
+            else:  # redis < 6.1: the socket's own timeout applies
+                conn.read_response()
         except Exception as exc:
             tr.probed(conn, False, _clock() - t0, describe_error(exc))
         else:
@@ -320,7 +332,7 @@ def _hook_async(st: _State) -> None:
             return True
         try:
             await conn.send_command("PING", check_health=False)
-            await conn.read_response(timeout=probe_timeout(tr.handle.heartbeat or 2.0))
+            await asyncio.wait_for(conn.read_response(), probe_timeout(tr.handle.heartbeat or 2.0))
         except Exception as exc:
             tr.probed(conn, False, _clock() - t0, describe_error(exc))
         else:
