@@ -13,6 +13,8 @@ from poolscope.histogram import Histogram
 from poolscope.model import PoolState, fold
 from tests.fixtures.advisor import poisson_arrivals, synth_events
 
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
+
 
 def _advise(events: list[dict[str, object]], **kw: object) -> advisor.Advice:
     state, log = advisor.fold_with_arrivals(events)

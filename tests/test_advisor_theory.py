@@ -13,6 +13,8 @@ from hypothesis import strategies as st
 
 from poolscope import advisor
 
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
+
 
 def exact_erlang_c(servers: int, load: Fraction) -> Fraction:
     """Erlang C from its textbook definition, in exact integer arithmetic.

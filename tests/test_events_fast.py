@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from poolscope.events import encode, encode_acquire, encode_release
+
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
 
 _floats = st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(10**20), 10**20)
 _text = st.text(max_size=20)

@@ -12,6 +12,7 @@ import json
 import math
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -26,6 +27,8 @@ from poolscope.events import (
 )
 from poolscope.histogram import Histogram
 from poolscope.model import Holder, Leak, PoolMetrics, PoolState, Sample, fold
+
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
 
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 SLOW_FUZZ = settings(FUZZ, max_examples=80)

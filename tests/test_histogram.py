@@ -6,10 +6,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from poolscope.histogram import MIN_VALUE, Histogram, bucket_lower, bucket_of, bucket_upper
+
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
 
 # Latencies as they occur: from sub-microsecond to minutes, plus exact zeros.
 values_st = st.lists(

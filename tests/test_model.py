@@ -11,6 +11,8 @@ import pytest
 from poolscope.events import Event, make
 from poolscope.model import SERIES_MIN_STEP, SERIES_SECONDS, PoolState, fold
 
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
+
 T0 = 1_700_000_000.0
 
 

@@ -15,11 +15,14 @@ import os
 import selectors
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from poolscope.pool import Pool, PoolClosed, PoolTimeout
+
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
 
 
 class _SkipSelector(selectors.DefaultSelector):  # type: ignore[misc,valid-type]

@@ -7,9 +7,13 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
+
 import poolscope.instrument as ps
 from poolscope.instrument.runtime import Runtime
 from poolscope.pool import Pool
+
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
 
 
 class _Conn:

@@ -11,6 +11,8 @@ from poolscope.tui import views
 from poolscope.tui.data import ProcessFeed, ReplaySource
 from poolscope.tui.keys import KEYS, help_lines
 
+pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
+
 
 def feed_at(path: Path, seconds: float) -> ReplaySource:
     src = ReplaySource(path, start=seconds)
