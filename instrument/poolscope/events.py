@@ -42,6 +42,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     # Extensions beyond the DESIGN table.
     "site": ("id", "stack"),
     "tags": ("id", "labels"),
+    "backend_pid": ("pool", "conn", "backend_pid"),
     "backend": ("pool", "state", "previous"),
     "breaker": ("pool", "state"),
     "resize": ("pool", "max", "previous", "reason"),

@@ -692,6 +692,10 @@ class PoolState:
     def _on_tags(self, ev: Event, t: float) -> None:
         self.attribution.on_tags(int(ev["id"]), ev.get("labels"))
 
+    def _on_backend_pid(self, ev: Event, t: float) -> None:
+        p = self._pool_of(ev, t)
+        self.attribution.on_connect(p.name, str(ev["conn"]), ev.get("backend_pid"))
+
     def _on_backend(self, ev: Event, t: float) -> None:
         self._pool_of(ev, t).backend = str(ev.get("state", "healthy"))
 
@@ -777,6 +781,7 @@ _HANDLERS = {
     "dropped": PoolState._on_dropped,
     "site": PoolState._on_site,
     "tags": PoolState._on_tags,
+    "backend_pid": PoolState._on_backend_pid,
     "backend": PoolState._on_backend,
     "breaker": PoolState._on_breaker,
     "resize": PoolState._on_resize,

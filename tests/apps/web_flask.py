@@ -23,7 +23,7 @@ from poolscope.instrument.wsgi import PoolscopeMiddleware
 
 DSN, PORT, NAME, MAX = sys.argv[1], int(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 raw = ConnectionPool(
-    DSN, min_size=0, max_size=MAX, kwargs={"application_name": NAME}, open=True, timeout=30
+    DSN, min_size=1, max_size=MAX, kwargs={"application_name": NAME}, open=True, timeout=30
 )
 raw.wait(10)
 pool: Any = ps.instrument(raw, name="db", leak_threshold=1.0, listen="127.0.0.1:0")

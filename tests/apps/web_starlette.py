@@ -63,7 +63,7 @@ async def idle_tx(request: Request) -> JSONResponse:
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     raw = await asyncpg.create_pool(
-        DSN, min_size=0, max_size=MAX, server_settings={"application_name": NAME}
+        DSN, min_size=1, max_size=MAX, server_settings={"application_name": NAME}
     )
     state["pool"] = ps.instrument(raw, name="db", leak_threshold=1.0, listen="127.0.0.1:0")
     print(json.dumps({"stream": str(ps.get_runtime().endpoint)}), flush=True)

@@ -103,6 +103,14 @@ def emit_connect(handle: PoolHandle, info: ConnInfo, duration: float, raw: Any =
         handle.event("connect", conn=info.id, duration=duration)
 
 
+def emit_adopted(handle: PoolHandle, info: ConnInfo, raw: Any) -> None:
+    """A connection the pool opened before it was instrumented has no ``connect``
+    event: its backend pid, if it has one, goes in a ``backend_pid`` event."""
+    pid = backend_pid(raw)
+    if pid is not None:
+        handle.event("backend_pid", conn=info.id, backend_pid=pid)
+
+
 def emit_close(handle: PoolHandle, info: ConnInfo, reason: str, **extra: Any) -> None:
     handle.event("close", conn=info.id, reason=reason, age=time.monotonic() - info.created, **extra)
 

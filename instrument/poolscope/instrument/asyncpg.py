@@ -38,6 +38,7 @@ from .adapters import (
     ConnIds,
     ConnInfo,
     describe_error,
+    emit_adopted,
     emit_close,
     emit_connect,
     emit_heartbeat,
@@ -151,7 +152,7 @@ class _State:
             for holder in list(getattr(self.pool, "_holders", ())):
                 raw = getattr(holder, "_con", None)
                 if raw is not None and self.ids.get(raw) is None and not raw.is_closed():
-                    self.track(raw)
+                    emit_adopted(self.handle, self.track(raw), raw)
         except Exception as exc:
             errors.report("asyncpg adopt", exc)
 
@@ -190,6 +191,7 @@ class _State:
         info = self.ids.get(raw)
         if info is None:
             info = self.track(raw)  # opened before we were attached
+            emit_adopted(self.handle, info, raw)
         return info
 
     # -- gauges (background thread) ---------------------------------------------------

@@ -29,6 +29,7 @@ from .adapters import (
     SyncProbe,
     async_round,
     describe_error,
+    emit_adopted,
     emit_close,
     emit_connect,
     emit_gc_leak,
@@ -457,7 +458,7 @@ def _attach(pool: Any, runtime: Runtime, options: Options) -> _State:
     box.append(st)
     runtime.register(handle)
     for conn in list(getattr(pool, "_pool", ())):
-        st.info(conn)  # opened before we were attached
+        emit_adopted(handle, st.info(conn), conn)  # opened before we were attached
     if is_async:
         _hook_async(pool, st)
     else:
