@@ -52,12 +52,32 @@ async def _first_answer(endpoints: list[Endpoint], token: str | None) -> str | N
     return None if any(r is None for r in results) else results[0]
 
 
-def live_entries() -> list[dict[str, Any]]:
-    """Discovery entries of processes still alive, oldest first."""
-    from poolscope.instrument.discovery import read_entries
+def entry_alive(entry: dict[str, Any]) -> bool:
+    """The process that wrote ``entry`` still runs: its pid is alive and was not
+    reused by a process started after the entry was written."""
+    import psutil
+
     from poolscope.tui.osinfo import pid_alive
 
-    return [e for e in read_entries() if pid_alive(int(e["pid"]))]
+    pid = int(entry["pid"])
+    if not pid_alive(pid):
+        return False
+    started = entry.get("started")
+    try:
+        created = psutil.Process(pid).create_time()
+    except (psutil.Error, OSError):
+        return True
+    return not isinstance(started, (int, float)) or created <= float(started) + 1.0
+
+
+def live_entries(*, prune: bool = False) -> list[dict[str, Any]]:
+    """Discovery entries of processes still alive, oldest first; ``prune`` removes
+    the entries of processes that are gone (this user's own entries only)."""
+    from poolscope.instrument.discovery import prune_entries, read_entries
+
+    if prune:
+        prune_entries(entry_alive)
+    return [e for e in read_entries() if entry_alive(e)]
 
 
 def discovered_endpoints() -> list[Endpoint]:
