@@ -419,11 +419,21 @@ def add_arguments(p: Any) -> None:
     )
 
 
+def view_for(args: Any, *, queries: bool = True) -> PgView:
+    """The view ``--pg`` asks for; no driver installed is one line (CommandError)."""
+    from poolscope.cli import CommandError
+
+    try:
+        return PgView(args.pg, show_queries=queries and args.show_queries, idle_tx=args.idle_tx)
+    except PgUnavailable as exc:
+        raise CommandError(str(exc)) from None
+
+
 def snapshot_once(args: Any, states: Sequence[tuple[str, PoolState]]) -> Snapshot | None:
     """One sample for a command that ends (advise); None without ``--pg``."""
     if not getattr(args, "pg", None):
         return None
-    view = PgView(args.pg, show_queries=args.show_queries, idle_tx=args.idle_tx)
+    view = view_for(args)
 
     async def once() -> Snapshot:
         try:

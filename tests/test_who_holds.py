@@ -436,3 +436,25 @@ async def _exported(streams: list[str], dsn: str) -> str:
             await asyncio.sleep(0.1)
     finally:
         await exporter.close()
+
+
+@pytest.mark.parametrize("command", ["advise", "attach", "export"])
+def test_pg_without_a_driver_is_one_line(command: str, tmp_path: Path) -> None:
+    """--pg on an observer with neither asyncpg nor psycopg: one line, exit 1."""
+    session = Path(__file__).resolve().parent / "data" / "session.ndjson"
+    source = {"advise": [str(session)], "attach": [":1", "--wait"], "export": [":1"]}[command]
+    code = (
+        "import sys; sys.modules['asyncpg'] = None; sys.modules['psycopg'] = None\n"
+        "from poolscope.cli import main\n"
+        "raise SystemExit(main(sys.argv[1:]))"
+    )
+    dsn = "postgresql://me:pw-secret@127.0.0.1:1/db"
+    out = subprocess.run(
+        [sys.executable, "-c", code, command, *source, "--pg", dsn],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 1, (out.stdout, out.stderr)
+    assert out.stderr.count("\n") == 1 and "asyncpg or psycopg" in out.stderr, out.stderr
+    assert "Traceback" not in out.stderr and "pw-secret" not in out.stderr + out.stdout
