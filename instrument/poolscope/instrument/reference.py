@@ -17,7 +17,7 @@ from typing import Any
 from . import errors
 from .adapter import Attachment, Options, registry
 from .adapters import PROBE_TIMEOUT, describe_error, emit_heartbeat, timed_out_error
-from .backend import BackendTracker
+from .backend import HEALTHY, BackendTracker
 from .recorder import PoolHandle
 from .runtime import Runtime
 
@@ -140,6 +140,7 @@ class _ReferenceHandle(PoolHandle):
         self.tracker = BackendTracker(self, self.heartbeat)
         self._own: set[asyncio.Task[None]] = set()
         self._timed_out: set[str] = set()  # connections whose probe timed out
+        self._watcher: asyncio.Task[None] | None = None
 
     def event(self, etype: str, **fields: Any) -> None:
         tr = self.tracker
@@ -176,8 +177,33 @@ class _ReferenceHandle(PoolHandle):
                 tr.failed("acquire", error)
             elif etype == "close" and fields.get("reason") == "lost":
                 tr.failed("lost", error or "connection lost (closed by server)")
+            if tr.state != HEALTHY and self._watcher is None and self.heartbeat is not None:
+                self._start_watcher(tr)
         except Exception as exc:
             errors.report("reference backend", exc)
+
+    def _start_watcher(self, tr: BackendTracker) -> None:
+        """While not healthy, probe on a connection of our own every interval: the pool
+        spaces its own reconnect probes by a back-off of up to ``backoff_cap``, and
+        recovery must show within two intervals of the database answering."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return  # not on the pool's loop: the next event there starts it
+        self._watcher = loop.create_task(self._watch(tr))
+
+    async def _watch(self, tr: BackendTracker) -> None:
+        try:
+            interval = self.heartbeat
+            while interval is not None and self.tracker is tr and tr.state != HEALTHY:
+                await asyncio.sleep(interval)
+                pool = self.pool
+                if pool is None or getattr(pool, "closed", False):
+                    return
+                if tr.state != HEALTHY and tr.own_probe_due():
+                    await self._probe_own(pool, tr)
+        finally:
+            self._watcher = None
 
     def _own_probe(self) -> bool:
         pool, tr = self.pool, self.tracker
