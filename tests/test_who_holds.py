@@ -1,7 +1,8 @@
-"""Who holds it, and who made them wait: a real Starlette app under uvicorn (asyncpg)
-and a real Flask app under a threading wsgiref server (psycopg_pool), both on a real
-PostgreSQL, instrumented and tagged by poolscope's middleware, driven over loopback
-HTTP; their streams read over the real socket and folded as every observer does."""
+"""Who holds it, and who made them wait: a real Starlette app under uvicorn (asyncpg),
+and real Flask and Django apps under a threading wsgiref server (psycopg_pool), on a
+real PostgreSQL, instrumented and tagged by poolscope's middleware, driven over
+loopback HTTP; their streams read over the real socket and folded as every observer
+does."""
 
 from __future__ import annotations
 
@@ -198,7 +199,7 @@ def app_pids(dsn: str, name: str) -> set[int]:
     return {r[0] for r in rows}
 
 
-@pytest.mark.parametrize("web_app", ["starlette", "flask"], indirect=True)
+@pytest.mark.parametrize("web_app", ["starlette", "flask", "django"], indirect=True)
 def test_routes_blame_backends_and_the_server_view(web_app: WebApp, pg_dsn: str) -> None:
     app = web_app
     # Contention: slow holds in one route, quick ones in another, on a pool of 2.

@@ -7,15 +7,18 @@
 Every acquire made while serving a request carries ``route`` = ``METHOD
 /template`` (``GET /articles/{slug}``; Flask's ``<slug>`` is written ``{slug}``),
 and the thread serving the request is named so for its duration. The template is
-read from the framework's request once it has routed: Flask/Werkzeug
+read from the framework once it has routed: Flask/Werkzeug
 (``environ["werkzeug.request"].url_rule``), Bottle (``environ["bottle.route"]``),
-Pyramid (``environ["bfg.routes.route"]``). Before that, or with another
-framework (Django among them), the route is the method and a bounded path prefix
-(``GET /articles/…``). Standard library only.
+Pyramid (``environ["bfg.routes.route"]``), Django (the path resolved against the
+project's URLconf, when Django is loaded). Before that, or with another framework,
+the route is the method and a bounded path prefix (``GET /articles/…``). Standard
+library only: the frameworks are read, never imported.
 """
 
 from __future__ import annotations
 
+import re
+import sys
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
@@ -50,6 +53,8 @@ class WsgiRequestLabels(RequestLabels):
             template = getattr(env["bottle.route"], "rule", None)
         if template is None and env.get("bfg.routes.route") is not None:
             template = getattr(env["bfg.routes.route"], "pattern", None)
+        if template is None:
+            template = _django_route(env)
         if not isinstance(template, str):
             return None
         return template_route(self.method, str(env.get("SCRIPT_NAME") or "") + template)
@@ -62,6 +67,28 @@ class WsgiRequestLabels(RequestLabels):
                 holder.name = self.thread_name  # a pooled thread serves others next
             except Exception as exc:
                 errors.report("wsgi middleware", exc)
+
+
+_REGEX_GROUP = re.compile(r"\(\?P<(\w+)>[^)]*\)")
+
+
+def _django_route(env: Environ) -> str | None:
+    """Django keeps its match on the request object only: resolve the path against
+    the project's URLconf (already imported, since Django serves the request) and
+    take the matched pattern (``articles/<slug:slug>``; a ``re_path``'s groups are
+    written ``{name}``)."""
+    urls = sys.modules.get("django.urls")
+    if urls is None:
+        return None
+    try:
+        match = urls.resolve(str(env.get("PATH_INFO") or "/"))
+    except Exception:  # Resolver404, or Django not configured in this process
+        return None
+    route = getattr(match, "route", None)
+    if not isinstance(route, str):
+        return None
+    route = _REGEX_GROUP.sub(r"{\1}", route).replace("^", "").replace("$", "")
+    return "/" + route.lstrip("/")
 
 
 class _Body:
