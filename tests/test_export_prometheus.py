@@ -46,7 +46,13 @@ def test_prometheus_scrapes_the_exporter(
     # Utilisation: the orders pool holds its leaked connection, 1 of 3 (gauges are
     # polled, so wait for the sample after the workload).
     util = prom.wait_for(UTILIZATION, lambda r: _by_pool(r).get("orders") == 1 / 3)
-    assert set(_by_pool(util)) == {"orders", "steady"}
+    assert set(_by_pool(util)) == {"orders", "steady", "down", "churn"}
+
+    # An outage is visible in /metrics, each failure kind apart.
+    res = prom.wait_for("poolscope_connect_errors_total", lambda r: _by_pool(r).get("down") == 2.0)
+    assert _by_pool(prom.query("db_client_connection_timeouts_total")).get("down") == 0
+    closes = prom.query('poolscope_connection_closes_total{reason="idle_timeout"}')
+    assert _by_pool(closes) == {"churn": 1.0}
 
     # p99 wait of the steady pool: two workers share one connection held 20 ms, so a
     # waiter waits up to one hold. Needs two scrapes with traffic between them.
