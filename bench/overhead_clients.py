@@ -232,6 +232,7 @@ def _hot_path(n: int) -> dict[str, float]:
             out[label] = statistics.median(_deep(10, pairs) for _ in range(5)) * 1e9
             tr.close()
     finally:
+        runtime.shutdown(5.0)  # a backlog of these events to fold first
         _stop(runtime)
     quiet = _runtime()  # never started: _drain is timed on this thread alone
     handle = PoolHandle(quiet.recorder, "fold", "custom", leak_threshold=30.0)
@@ -312,6 +313,7 @@ def run(quick: bool) -> dict[str, Any]:
         targets=targets,
         markdown="\n".join(rows),
         notes=(
+            "Run: `python -m bench --only overhead_clients` (redis-server on PATH). "
             "Median per-request time over interleaved rounds (order alternating each "
             f"round), {rounds} rounds x {ops} requests (httpx: {rounds // 2 + 1} x "
             f"{ops // 2}). 'events seen': acquires the instrumented client's pools folded, "
