@@ -47,6 +47,12 @@ CAP_SYS_PTRACE = 19
 DEFAULT_TIMEOUT = 15.0
 #: The bootstrap statement must fit the one page mapped for it.
 PAGE = 4096
+#: How long the debugger lets its call run. Never the user's --timeout: a debugger that
+#: gives up on a call unwinds the thread out of the middle of PyRun_SimpleString, which
+#: would leave the interpreter broken. The call itself is short (a pending call is
+#: queued in microseconds; the bootstrap run directly takes milliseconds), so this only
+#: bounds a pathological case.
+EXPR_TIMEOUT = 120.0
 
 
 class InjectError(Exception):
@@ -312,12 +318,12 @@ def _lldb_attempt(path: str, pid: int, stmt: str, timeout: float) -> Attempt:
         "-o",
         "expr -l c -- void *$ps_run = (void*)&PyRun_SimpleString; $ps_run",
         "-o",
-        f"expr -l c -t {int(timeout * 1e6)} -- {expr}",
+        f"expr -l c -t {int(EXPR_TIMEOUT * 1e6)} -- {expr}",
         "-o",
         "process detach",
     ]
     with StopMeter(pid) as meter:
-        out = _run_debugger(cmd, timeout + 20)
+        out = _run_debugger(cmd, EXPR_TIMEOUT + 30)
     seconds = meter.stopped
     values = re.findall(r"^\(int\) \$\d+ = (-?\d+)\s*$", out, re.M)
     code = int(values[-1]) if values and "$ps_run" in out else None
@@ -333,7 +339,7 @@ def _gdb_attempt(path: str, pid: int, stmt: str, timeout: float) -> Attempt:
             f.write(script)
         cmd = [path, "-nx", "--batch", "-p", str(pid), "-x", script_path]
         with StopMeter(pid) as meter:
-            out = _run_debugger(cmd, timeout + 20)
+            out = _run_debugger(cmd, EXPR_TIMEOUT + 30)
         seconds = meter.stopped
     finally:
         os.unlink(script_path)
