@@ -221,3 +221,21 @@ async def test_export_of_a_crafted_stream_serves_finite_metrics() -> None:
     assert values[("db_client_connection_use_time_seconds_count", lb)] == 1
     assert values[("db_client_connection_use_time_seconds_sum", lb)] == 0.5
     assert all(v == v and abs(v) != float("inf") for v in values.values()), text
+
+
+@pytest.mark.fast
+def test_a_sync_with_absurd_histogram_buckets_folds_to_sane_percentiles(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Bucket 100000 is 10**10000 s: its percentile overflowed a float."""
+    hist = {"buckets": {"100000": 5, "-3": -7, "-20": 3}, "count": 1, "sum": 1.0}
+    pool = {"name": "p", "max": 4, "histograms": {"wait": hist, "hold": hist}}
+    sync = {"type": "sync", "t": 1000.0, "state": {"pools": {"p": pool}}}
+    path = write(tmp_path / "s.ndjson", [HELLO, json.dumps(sync), *GOOD[1:]])
+    assert main(["advise", str(path), "--all", "--json"]) == 0
+    (advice,) = json.loads(capsys.readouterr().out)["pools"]
+    assert advice["workload"]["wait_p99"] == pytest.approx(0.01, rel=0.3)
+    src = ReplaySource(path, start=1e6)
+    p = src.feeds[0].state.pools["p"]
+    assert p.wait.buckets.keys() <= set(range(-90, 201))
+    assert p.wait.p99 < 1.0 and p.wait.count == 4  # the sync's 3 plus the live acquire

@@ -43,6 +43,8 @@ def bucket_upper(k: int) -> float:
 
 
 _EDGES = [bucket_upper(k) for k in range(_LOWEST, 61)]
+#: The highest bucket a sync may carry: 10**20 s, far beyond any real duration.
+MAX_BUCKET = 200
 _N_EDGES = len(_EDGES)
 _TOP = _EDGES[-1]
 
@@ -160,13 +162,29 @@ class Histogram:
         if isinstance(buckets, dict):
             for k, n in buckets.items():
                 try:
-                    h.buckets[int(k)] = int(n)
+                    key, count = int(k), int(n)
                 except (TypeError, ValueError, OverflowError):
                     continue
+                # A peer's bucket beyond any duration (10**(k/10) overflows a float
+                # past k=3080) or a negative count would break every percentile.
+                if _LOWEST <= key <= MAX_BUCKET and count > 0:
+                    h.buckets[key] = count
         h.count = sum(h.buckets.values())
         s = data.get("sum")
-        h.sum = float(s) if isinstance(s, (int, float)) else 0.0
+        h.sum = _finite(s, 0.0)
         mn, mx = data.get("min"), data.get("max")
-        h.min = float(mn) if isinstance(mn, (int, float)) else math.inf
-        h.max = float(mx) if isinstance(mx, (int, float)) else 0.0
+        h.min = _finite(mn, math.inf)
+        h.max = _finite(mx, 0.0)
         return h
+
+
+def _finite(value: Any, default: float) -> float:
+    """A peer's number as a finite, non-negative float, else ``default``."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        try:
+            f = float(value)
+        except OverflowError:
+            return default
+        if 0.0 <= f < math.inf:
+            return f
+    return default
