@@ -315,3 +315,26 @@ def test_asgi_unknown_framework_falls_back_and_other_scopes_pass_through() -> No
     assert got[0] == {"route": "GET /users/…"} and got[1] == "GET /users/…"
     assert got[2] is None  # lifespan: no labels
     time.sleep(0)
+
+
+def test_replay_and_advise_blame_the_same_route(capsys: pytest.CaptureFixture[str]) -> None:
+    """The recording of the Starlette test app: its fold, a replay's fold and advise
+    all name GET /articles/{slug} as the top blocker, with the same share."""
+    from pathlib import Path
+
+    from poolscope.cli import main
+    from poolscope.events import iter_lines
+    from poolscope.tui.data import ReplaySource
+
+    path = Path(__file__).resolve().parent / "data" / "who_session.ndjson"
+    with path.open("rb") as f:
+        st = fold(iter_lines(f))
+    top = st.attribution.blame("route")[0]
+    assert top.key == "GET /articles/{slug}" and top.share > 0.5
+    src = ReplaySource(path, start=3600)
+    replayed = src.feeds[0].state.attribution.blame("route")[0]
+    assert (replayed.key, round(replayed.share, 6)) == (top.key, round(top.share, 6))
+    assert main(["advise", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"{top.share * 100:3.0f}%" in out and top.key in out
+    assert out.index(top.key) < out.index("recommend")
