@@ -459,3 +459,15 @@ def test_pg_without_a_driver_is_one_line(command: str, tmp_path: Path) -> None:
     assert out.returncode == 1, (out.stdout, out.stderr)
     assert out.stderr.count("\n") == 1 and "asyncpg or psycopg" in out.stderr, out.stderr
     assert "Traceback" not in out.stderr and "pw-secret" not in out.stderr + out.stdout
+
+
+def test_middleware_modules_import_only_the_standard_library() -> None:
+    from tests.test_import_hygiene import _foreign, _loaded_by
+
+    new, stdlib = _loaded_by(
+        "poolscope.instrument", "poolscope.instrument.asgi", "poolscope.instrument.wsgi"
+    )
+    assert _foreign(new, stdlib) == {}
+    assert not {"starlette", "flask", "werkzeug", "django", "fastapi"} & {
+        n.split(".")[0] for n in new
+    }
