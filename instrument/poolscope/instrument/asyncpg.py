@@ -641,7 +641,10 @@ class AsyncpgAdapter:
         raw = obj._ps_pool if type(obj) is InstrumentedPool else obj
         proxy = self._attached.get(id(raw))
         if proxy is None or proxy._ps_pool is not raw:
-            return None
+            # Hooked in place by `poolscope run` / `inject` (asyncpg_inplace), if at all.
+            from .asyncpg_inplace import release_pool
+
+            return raw if release_pool(raw) else None
         del self._attached[id(raw)]
         proxy._ps_state.detach()
         return raw

@@ -275,16 +275,21 @@ def release_pool(pool: Any) -> bool:
         if not _adopted:
             _uninstall()
     try:
-        if st.stop_heartbeat is not None:
-            st.stop_heartbeat()
-            st.stop_heartbeat = None
-        st.runtime.unregister(st.handle)
+        if hasattr(st, "detach"):
+            # The adapter's own undo: _connect, termination listeners, heartbeat,
+            # registration.
+            st.detach()
+        else:
+            if st.stop_heartbeat is not None:
+                st.stop_heartbeat()
+                st.stop_heartbeat = None
+            st.runtime.unregister(st.handle)
+            for holder in list(getattr(pool, "_holders", ())):
+                raw = getattr(holder, "_con", None)
+                if raw is not None:
+                    _forget_listeners(raw)
         if original is not None and getattr(pool, "_connect", None) is not original:
             pool._connect = original
-        for holder in list(getattr(pool, "_holders", ())):
-            raw = getattr(holder, "_con", None)
-            if raw is not None:
-                _forget_listeners(raw)
     except Exception as exc:
         errors.report("asyncpg release", exc)
     return True
