@@ -276,3 +276,30 @@ def test_without_stats_gauges_come_from_what_the_tracker_saw(fresh_runtime: Runt
     tracker.connected(object(), 0.01)
     assert tracker.backend.state == "healthy"
     tracker.close()
+
+
+@pytest.mark.fast
+def test_a_broken_recorder_never_raises_into_the_pool(
+    fresh_runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from poolscope.instrument import errors
+
+    tracker = ps.track("fragile", listen=False)
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise RuntimeError("recorder broke")
+
+    monkeypatch.setattr(tracker.handle, "acquired", broken)
+    monkeypatch.setattr(tracker.handle, "released", broken)
+    monkeypatch.setattr(tracker.handle, "event", broken)
+    before = errors.count()
+    conn = object()
+    tracker.connected(conn, 0.01)
+    tracker.acquired(conn, 0.1)
+    tracker.released(conn)
+    tracker.closed(conn, "lost")
+    tracker.connect_error(OSError("refused"))
+    tracker.timeout(0.5)
+    tracker.acquire_error(ValueError("no"))
+    assert errors.count() >= before + 5
+    tracker.close()

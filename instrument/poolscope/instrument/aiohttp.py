@@ -125,9 +125,21 @@ class _State:
             "min": 0,
         }
 
+    def closed_all(self, idle: list[tuple[Any, Any]]) -> None:
+        """The connector closed: its idle connections, and the held ones (responses
+        still open: the connector drops them too)."""
+        for key, proto in idle:
+            self.tracker(key).closed(proto, "closed")
+        for tr in list(self.hosts.values()):
+            for k, info in list(tr._conns.items()):
+                if info.held:
+                    tr.closed(k, "closed")
+
     def stale(self, key: Any, conns: Any, now: float) -> list[tuple[Any, str]]:
         """The idle connections of ``key`` aiohttp will drop before reusing one."""
         out: list[tuple[Any, str]] = []
+        if not conns:
+            return out
         timeout = self.connector._keepalive_timeout
         for proto, t0 in conns:
             if not proto.is_connected():
@@ -142,6 +154,20 @@ class _State:
         tr = self.tracker(key)
         for proto, reason in stale:
             tr.closed(proto, reason)
+
+    def dropped_many(self, stale: list[tuple[Any, list[tuple[Any, str]]]]) -> None:
+        for key, drop in stale:
+            self.dropped(key, drop)
+
+
+def _guard(fn: Any) -> Any:
+    """``fn()``, or None if it raised (counted): poolscope's part of a hook never
+    raises into the application's request."""
+    try:
+        return fn()
+    except Exception as exc:
+        errors.report("aiohttp hook", exc)
+        return None
 
 
 def _release_reason(connector: Any, proto: Any, should_close: bool) -> str | None:
@@ -198,11 +224,12 @@ def _hook(st: _State) -> None:
         try:
             proto = await create(req, *args, **kwargs)
         except Exception as exc:
-            st.tracker(req.connection_key).connect_error(exc, _clock() - t0)
+            failed = _clock() - t0
+            _guard(lambda e=exc: st.tracker(req.connection_key).connect_error(e, failed))
             raise
         duration = _clock() - t0
         created[id(req)] = duration
-        st.tracker(req.connection_key).connected(proto, duration)
+        _guard(lambda: st.tracker(req.connection_key).connected(proto, duration))
         return proto
 
     def release_(key: Any, protocol: Any, *, should_close: bool = False) -> Any:
@@ -227,19 +254,17 @@ def _hook(st: _State) -> None:
         return result
 
     async def aget(key: Any, *args: Any, **kwargs: Any) -> Any:
-        conns = c._conns.get(key)
-        stale = st.stale(key, conns, _monotonic()) if conns else None
+        stale = _guard(lambda: st.stale(key, c._conns.get(key), _monotonic()))
         result = await get(key, *args, **kwargs)
         if stale:
-            st.dropped(key, stale)
+            _guard(lambda: st.dropped(key, stale))
         return result
 
     def sget(key: Any, *args: Any, **kwargs: Any) -> Any:  # older releases: not async
-        conns = c._conns.get(key)
-        stale = st.stale(key, conns, _monotonic()) if conns else None
+        stale = _guard(lambda: st.stale(key, c._conns.get(key), _monotonic()))
         result = get(key, *args, **kwargs)
         if stale:
-            st.dropped(key, stale)
+            _guard(lambda: st.dropped(key, stale))
         return result
 
     def cleanup_() -> Any:
@@ -259,8 +284,8 @@ def _hook(st: _State) -> None:
         except Exception as exc:
             errors.report("aiohttp cleanup", exc)
         result = cleanup()
-        for key, drop in stale:
-            st.dropped(key, drop)
+        if stale:
+            _guard(lambda: st.dropped_many(stale))
         return result
 
     def close_(*args: Any, **kwargs: Any) -> Any:
@@ -272,13 +297,7 @@ def _hook(st: _State) -> None:
         except Exception as exc:
             errors.report("aiohttp close", exc)
         result = close(*args, **kwargs)
-        for key, proto in closing:
-            st.tracker(key).closed(proto, "closed")
-        # Held ones (responses still open) close too: the connector drops them.
-        for tr in list(st.hosts.values()):
-            for k, info in list(tr._conns.items()):
-                if info.held:
-                    tr.closed(k, "closed")
+        _guard(lambda: st.closed_all(closing))
         return result
 
     hooks.set("connect", connect_)

@@ -128,6 +128,13 @@ class _State:
 
     def close_reason(self, conn: Any) -> str:
         """Why httpcore closes ``conn`` now (asked before it closes)."""
+        try:
+            return self._close_reason(conn)
+        except Exception as exc:
+            errors.report("httpx close", exc)
+            return "closed"
+
+    def _close_reason(self, conn: Any) -> str:
         if self.closing:
             return "closed"
         inner = conn._connection
@@ -220,13 +227,20 @@ def _hook_conn(st: _State, conn: Any) -> None:
     connect = hooks.original("_connect")
 
     def on_response(response: Any) -> Any:
-        response.stream = _Stream(response.stream, st, conn, tr)
+        try:
+            response.stream = _Stream(response.stream, st, conn, tr)
+        except Exception as exc:  # unobserved from here: the hold ends now
+            errors.report("httpx response", exc)
+            tr.released(conn)
         return response
 
     def failed(exc: BaseException) -> None:
         tr.released(conn)
-        if conn.is_closed():
-            tr.closed(conn, "error")
+        try:
+            if conn.is_closed():
+                tr.closed(conn, "error")
+        except Exception as exc2:
+            errors.report("httpx request", exc2)
 
     if st.is_async:
         handle = hooks.original("handle_async_request")
@@ -235,7 +249,7 @@ def _hook_conn(st: _State, conn: Any) -> None:
             box = _request.get()
             if box is not None:
                 box[1] = _clock() - box[0]
-            if conn._connection is not None:
+            if getattr(conn, "_connection", None) is not None:
                 st.acquire_now(conn, tr, box)
             try:
                 response = await handle(request)
@@ -272,7 +286,7 @@ def _hook_conn(st: _State, conn: Any) -> None:
             box = _request.get()
             if box is not None:
                 box[1] = _clock() - box[0]
-            if conn._connection is not None:
+            if getattr(conn, "_connection", None) is not None:
                 st.acquire_now(conn, tr, box)
             try:
                 response = shandle(request)

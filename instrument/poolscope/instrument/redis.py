@@ -145,7 +145,7 @@ class _State:
         if self.is_async:
 
             async def aconnect(*args: Any, **kwargs: Any) -> Any:
-                if conn.is_connected:
+                if st.is_open(conn) is not False:
                     return await connect(*args, **kwargs)
                 t0 = _clock()
                 try:
@@ -153,12 +153,12 @@ class _State:
                 except Exception as exc:
                     tr.connect_error(exc, _clock() - t0)
                     raise
-                if conn.is_connected:
+                if st.is_open(conn):
                     st.opened(conn, _clock() - t0)
                 return result
 
             async def adisconnect(*args: Any, **kwargs: Any) -> Any:
-                was_open = conn.is_connected
+                was_open = st.is_open(conn)
                 reason = st.close_reason(kwargs) if was_open else ""
                 try:
                     return await disconnect(*args, **kwargs)
@@ -171,7 +171,7 @@ class _State:
         else:
 
             def sconnect(*args: Any, **kwargs: Any) -> Any:
-                if conn._sock is not None:
+                if st.is_open(conn) is not False:
                     return connect(*args, **kwargs)
                 t0 = _clock()
                 try:
@@ -179,12 +179,12 @@ class _State:
                 except Exception as exc:
                     tr.connect_error(exc, _clock() - t0)
                     raise
-                if conn._sock is not None:
+                if st.is_open(conn):
                     st.opened(conn, _clock() - t0)
                 return result
 
             def sdisconnect(*args: Any, **kwargs: Any) -> Any:
-                was_open = conn._sock is not None
+                was_open = st.is_open(conn)
                 reason = st.close_reason(kwargs) if was_open else ""
                 try:
                     return disconnect(*args, **kwargs)
@@ -207,8 +207,14 @@ class _State:
             return list(pool._connections)
         return list(pool._available_connections) + list(pool._in_use_connections)
 
-    def is_open(self, conn: Any) -> bool:
-        return bool(conn.is_connected) if self.is_async else conn._sock is not None
+    def is_open(self, conn: Any) -> bool | None:
+        """Whether ``conn`` has a socket; None if it cannot be told (then the hooks
+        stand aside)."""
+        try:
+            return bool(conn.is_connected) if self.is_async else conn._sock is not None
+        except Exception as exc:
+            errors.report("redis connection state", exc)
+            return None
 
 
 def _hook_sync(st: _State) -> None:
@@ -234,7 +240,10 @@ def _hook_sync(st: _State) -> None:
 
     def make_connection() -> Any:
         conn = make()
-        st.hook_conn(conn)
+        try:
+            st.hook_conn(conn)
+        except Exception as exc:  # the connection works unobserved
+            errors.report("redis connection hooks", exc)
         return conn
 
     def disconnect_(*args: Any, **kwargs: Any) -> Any:
@@ -302,7 +311,10 @@ def _hook_async(st: _State) -> None:
 
     def make_connection() -> Any:
         conn = make()
-        st.hook_conn(conn)
+        try:
+            st.hook_conn(conn)
+        except Exception as exc:  # the connection works unobserved
+            errors.report("redis connection hooks", exc)
         return conn
 
     async def disconnect_(*args: Any, **kwargs: Any) -> Any:

@@ -254,15 +254,21 @@ class Tracker:
 
     def timeout(self, wait: float, error: str = "timed out waiting for a connection") -> None:
         """An acquire gave up after waiting ``wait`` seconds."""
-        self.handle.event("timeout", wait=max(wait, 0.0), error=error)
+        try:
+            self.handle.event("timeout", wait=max(wait, 0.0), error=error)
+        except Exception as exc:
+            errors.report("track timeout", exc)
 
     def acquire_error(self, exc: BaseException | str, *, backend: bool = True) -> None:
         """An acquire failed for another reason than a timeout. ``backend=False`` when
         the pool itself refused (e.g. "too many connections"): not the backend's health."""
-        error = exc if isinstance(exc, str) else describe_error(exc)
-        self.handle.event("acquire_error", error=error)
-        if backend:
-            self.backend.failed("acquire", error)
+        try:
+            error = exc if isinstance(exc, str) else describe_error(exc)
+            self.handle.event("acquire_error", error=error)
+            if backend:
+                self.backend.failed("acquire", error)
+        except Exception as exc2:
+            errors.report("track acquire_error", exc2)
 
     def probed(self, conn: Any, ok: bool, latency: float | None, error: str | None = None) -> None:
         """The result of one health probe (``conn`` may be None for the pool as a whole)."""
