@@ -31,6 +31,25 @@ SPECIFIC: dict[str, list[list[str]]] = {
     "replay": [[]],
     "advise": [[]],
     "ps": [["unexpected"]],
+    "run": [
+        [],
+        ["--"],
+        ["--pools", "nope", "--", "true"],
+        ["--pools", ",", "--", "true"],
+        ["--listen", "x", "--", "true"],
+        ["--leak-threshold", "-1", "--", "true"],
+        ["--heartbeat", "abc", "--", "true"],
+    ],
+    "inject": [
+        [],
+        ["abc"],
+        ["0"],
+        ["--", "-1"],
+        ["1", "--timeout", "0"],
+        ["1", "--listen", "x"],
+        ["1", "--leak-threshold", "nan"],
+    ],
+    "detach": [[], ["abc"], ["0"], ["1", "--timeout", "-1"], ["1", "2"]],
 }
 
 

@@ -15,6 +15,18 @@ def endpoint_arg(text: str) -> Endpoint:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def pid_number(text: str) -> int:
+    """argparse ``type=`` for PID: a positive integer (0 and negatives mean process
+    groups to the kernel, never one process)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a process id") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a process id (a positive integer)")
+    return value
+
+
 def positive_float(text: str) -> float:
     try:
         value = float(text)

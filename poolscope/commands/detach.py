@@ -8,11 +8,13 @@ import json
 from typing import Any
 
 from poolscope.cli import CommandError
-from poolscope.commands.common import positive_float
+from poolscope.commands.common import pid_number, positive_float
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pid", type=int, metavar="PID", help="a process poolscope inject instrumented")
+    p.add_argument(
+        "pid", type=pid_number, metavar="PID", help="a process poolscope inject instrumented"
+    )
     p.add_argument(
         "--timeout",
         type=positive_float,

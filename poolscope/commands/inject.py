@@ -9,13 +9,13 @@ import json
 import sys
 from typing import Any
 
-from poolscope.cli import CommandError
-from poolscope.commands.common import positive_float
+from poolscope.cli import CommandError, UsageError
+from poolscope.commands.common import pid_number, positive_float
 from poolscope.endpoint import Endpoint
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
-    p.add_argument("pid", type=int, metavar="PID", help="the process to instrument")
+    p.add_argument("pid", type=pid_number, metavar="PID", help="the process to instrument")
     p.add_argument(
         "--listen",
         metavar="ADDR",
@@ -58,7 +58,7 @@ def inject(
         try:
             listen = str(parse_endpoint(listen))
         except EndpointError as exc:
-            raise CommandError(f"bad --listen: {exc}") from None
+            raise UsageError(f"poolscope inject: bad --listen: {exc}") from None
     request = {
         "action": "attach",
         "listen": listen,
