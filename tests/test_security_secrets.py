@@ -591,3 +591,58 @@ async def test_source_lines_in_stacks_are_redacted(
     [frame] = [f for f in leak["stack"] if f["func"].endswith("_hold_at_a_line_quoting_a_dsn")]
     assert "postgresql://app:***@db/orders" in frame["code"], frame
     assert LITERAL.encode() not in bytes(ob.data)
+
+
+async def test_task_and_thread_names_are_redacted(
+    fresh_runtime: runtime_module.Runtime,
+    caplog: pytest.LogCaptureFixture,
+    tmp_path: Path,
+) -> None:
+    """A task named after its request (query string and all) and a thread named with a
+    DSN hold connections past the leak threshold: acquire, leak, unleak and the
+    holders in the sync and model carry their names with the secrets masked."""
+    import threading
+
+    import sqlalchemy as sa
+
+    rt = fresh_runtime
+    caplog.set_level(logging.DEBUG)
+    pool = ps.instrument(make_pool(), listen="127.0.0.1:0", leak_threshold=0.05)
+    engine = ps.instrument(
+        sa.create_engine(f"sqlite:///{tmp_path / 'names.db'}", poolclass=sa.pool.QueuePool),
+        name="sqlite",
+        leak_threshold=0.05,
+    )
+    ob = _greeted(rt)
+
+    def hold_in_thread() -> None:
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+            threading.Event().wait(0.4)
+
+    async def hold_in_task() -> None:
+        async with pool.acquire():
+            await asyncio.sleep(0.4)
+
+    worker = threading.Thread(target=hold_in_thread, name=f"sync {_dsn()}")
+    try:
+        async with pool:
+            worker.start()
+            task = asyncio.create_task(hold_in_task(), name=f"GET /login?password={PASSWORD}")
+            await await_for(lambda: ob.data.count(b'"type":"leak"') >= 2)
+            # Both still held: a late observer's sync and the model list the holders.
+            held = await asyncio.to_thread(_everything, rt, ob, caplog)
+            await task
+            await asyncio.to_thread(worker.join, 10)
+            await await_for(lambda: ob.data.count(b'"type":"unleak"') >= 2)
+            outputs = _everything(rt, ob, caplog)
+    finally:
+        ob.close()
+        engine.dispose()
+    names = {e.get("task") for e in ob.events() if e["type"] in ("acquire", "leak", "unleak")}
+    assert "GET /login?password=***" in names, names
+    assert "sync postgresql://app:***@127.0.0.1:1/orders" in names, names
+    assert "GET /login?password=***" in held["late sync"] and "app:***@" in held["model"]
+    outputs.update({f"{where} while held": text for where, text in held.items()})
+    for where, text in outputs.items():
+        assert PASSWORD not in text, f"password leaked into {where}"

@@ -25,7 +25,7 @@ from poolscope.version import __version__
 
 from . import discovery, errors, sites
 from .recorder import PoolHandle, Recorder
-from .redact import redact_argv
+from .redact import redact, redact_argv
 from .server import StreamServer
 
 log = logging.getLogger("poolscope")
@@ -65,6 +65,22 @@ def _holder_name(holder: Any) -> tuple[str, Any]:
         except TypeError:
             return str(get_name()), None
     return str(holder), None
+
+
+# Task and thread names are the application's text (``GET /login?password=...``, a
+# DSN in a thread name): redacted before they reach the stream, leaks and holders.
+# Names repeat, so a bounded cache keeps the per-acquire cost a dict lookup.
+MAX_NAMES = 4096
+_redacted_names: dict[str, str] = {}
+
+
+def _redacted_name(name: str) -> str:
+    out = _redacted_names.get(name)
+    if out is None:
+        if len(_redacted_names) >= MAX_NAMES:
+            _redacted_names.clear()
+        out = _redacted_names[name] = redact(name)
+    return out
 
 
 def request_name(labels: Any) -> str | None:
@@ -585,8 +601,9 @@ class Runtime:
             self._complete_leak(item)
         elif item.get("type") == "close":
             self._end_lost_hold(item)
-        # Last line of defence for secrets: a driver's message may quote the DSN.
-        for key in ("error", "target"):
+        # Last line of defence for secrets: a driver's message may quote the DSN (and
+        # a task name, in events such as ``adopt``, a request's query string).
+        for key in ("error", "target", "task"):
             value = item.get(key)
             if isinstance(value, str):
                 item[key] = errors.redact(value)
@@ -677,6 +694,7 @@ class Runtime:
                     task, ref = _holder_name(holder)
                     if tid is not None:  # a web request's holder is named after it
                         task = request_name(labels) or task
+                    task = _redacted_name(task)
                     c = conn if type(conn) is str else str(conn)
                     key = (pool, c)
                     if reported:
