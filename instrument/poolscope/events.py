@@ -224,6 +224,11 @@ def _reject_constant(name: str) -> Any:
     raise DecodeError(f"non-finite number {name}")
 
 
+#: One decoder for every line (``json.loads`` with keyword arguments builds one per
+#: call, which cost more than the parse).
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def _absurd(value: dict[str, Any] | list[Any], depth: int = 0) -> str:
     """Why a decoded object or array holds a number no event may carry ("" if none)."""
     if depth > MAX_DEPTH:
@@ -265,7 +270,7 @@ def decode(line: bytes | str) -> Event:
         except UnicodeDecodeError as exc:
             raise DecodeError(f"not UTF-8: {exc.reason}") from None
     try:
-        obj = json.loads(line, parse_constant=_reject_constant)
+        obj = _DECODER.decode(line)
     except DecodeError:
         raise
     except (ValueError, RecursionError) as exc:
