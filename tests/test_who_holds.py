@@ -283,6 +283,12 @@ def test_routes_blame_backends_and_the_server_view(web_app: WebApp, pg_dsn: str)
         assert held[IDLE_TX].backend.state == "idle in transaction"
         assert held[LEAK].backend is not None and held[LEAK].backend.state == "idle"
         assert not any("no pool knows" in f for f in snap.flags), snap.flags
+        # A connection the process opened outside its pool: flagged, by its backend.
+        stray = app.get("/stray")["pid"]
+        again = asyncio.run(sample())
+        unknown = [f for f in again.flags if "no pool knows" in f]
+        assert len(unknown) == 1 and f"backends {stray})" in unknown[0], again.flags
+        assert again.kinds.get("unknown_connections") == 1
         assert snap.max_connections == 100 and not snap.budget_exceeded
         text = who.pg_text(snap).plain
         assert "idle in transaction" in text and "pg_terminate_backend" in text

@@ -63,11 +63,20 @@ def idle_tx(request: HttpRequest, secs: str) -> JsonResponse:
     return JsonResponse({"slept": secs})
 
 
+def stray(request: HttpRequest) -> JsonResponse:
+    import psycopg
+
+    con = psycopg.connect(DSN, application_name=NAME)  # no pool knows this one
+    leaked.append(con)
+    return JsonResponse({"pid": con.info.backend_pid})
+
+
 urlpatterns = [
     path("articles/<slug:slug>", article),
     path("fast/<int:n>", fast),
     path("leak/<n>", leak),
     path("idle-tx/<secs>", idle_tx),
+    path("stray", stray),
 ]
 
 

@@ -66,6 +66,15 @@ def idle_tx(secs: str) -> Any:
     return jsonify(slept=secs)
 
 
+@app.route("/stray")
+def stray() -> Any:
+    import psycopg
+
+    con = psycopg.connect(DSN, application_name=NAME)  # no pool knows this one
+    leaked.append(con)
+    return jsonify(pid=con.info.backend_pid)
+
+
 class Server(socketserver.ThreadingMixIn, WSGIServer):
     daemon_threads = True
 

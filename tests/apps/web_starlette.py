@@ -60,6 +60,12 @@ async def idle_tx(request: Request) -> JSONResponse:
     return JSONResponse({"slept": secs})
 
 
+async def stray(request: Request) -> JSONResponse:
+    con = await asyncpg.connect(DSN, server_settings={"application_name": NAME})
+    state["stray"] = con  # a connection of this process that no pool knows
+    return JSONResponse({"pid": con.get_server_pid()})
+
+
 @contextlib.asynccontextmanager
 async def lifespan(app: Starlette) -> AsyncIterator[None]:
     raw = await asyncpg.create_pool(
@@ -77,6 +83,7 @@ app = Starlette(
         Route("/fast/{n:int}", fast),
         Route("/leak/{n}", leak),
         Route("/idle-tx/{secs}", idle_tx),
+        Route("/stray", stray),
     ],
     middleware=[Middleware(PoolscopeMiddleware)],
     lifespan=lifespan,
