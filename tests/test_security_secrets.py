@@ -646,3 +646,30 @@ async def test_task_and_thread_names_are_redacted(
     outputs.update({f"{where} while held": text for where, text in held.items()})
     for where, text in outputs.items():
         assert PASSWORD not in text, f"password leaked into {where}"
+
+
+def test_inject_failure_text_is_redacted_before_it_is_cut() -> None:
+    """An attach that fails inside the target reports its exception text to the
+    injector: a DSN in it is masked, and masked before the 300-character cut."""
+    import subprocess
+    import sys
+
+    script = (
+        "import json, sys\n"
+        "from poolscope.instrument import live\n"
+        "print(json.dumps(live.attach({'id': 'r', 'listen': sys.argv[1]})))\n"
+    )
+    listen = f"postgresql://app:{PASSWORD}@db/orders"
+    r = subprocess.run(
+        [sys.executable, "-c", script, listen],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=60,
+    )
+    assert r.returncode == 0, r.stderr
+    result = json.loads(r.stdout)
+    assert result["ok"] is False
+    assert "attach failed inside the target" in result["error"], result
+    assert "postgresql://app:***@db/orders" in result["error"], result
+    assert len(result["error"]) <= 300 and PASSWORD not in r.stdout + r.stderr

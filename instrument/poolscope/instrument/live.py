@@ -315,7 +315,9 @@ def attach(request: dict[str, Any]) -> dict[str, Any]:
             _attach(session, request)
         except Exception as exc:
             _undo(session)
-            return {"ok": False, "error": f"attach failed inside the target: {exc!r}"[:300]}
+            # Redacted before the cut: a driver's error may quote the DSN.
+            message = errors.redact(f"attach failed inside the target: {exc!r}")[:300]
+            return {"ok": False, "error": message}
         _session = session
     return {
         "ok": True,
