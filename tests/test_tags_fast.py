@@ -338,3 +338,53 @@ def test_replay_and_advise_blame_the_same_route(capsys: pytest.CaptureFixture[st
     out = capsys.readouterr().out
     assert f"{top.share * 100:3.0f}%" in out and top.key in out
     assert out.index(top.key) < out.index("recommend")
+
+
+def test_pgview_join_flags_and_budget() -> None:
+    """The join of a server sample to folded pools (pure): each flag by its rule."""
+    from poolscope.pgview import Backend, join
+
+    events: list[Event] = [
+        {"type": "pool", "t": 1.0, "pool": "p", "kind": "asyncpg", "config": {"max": 4},
+         "target": "10.0.0.5:5432/app"},
+        *_labels(),
+        *({"type": "connect", "t": 1.0, "pool": "p", "conn": c, "duration": 0.0,
+           "backend_pid": pid} for c, pid in (("c1", 101), ("c2", 102), ("c3", 103))),
+        _acq(2.0, "c1", 0.0, 1),  # held: idle in transaction on the server
+        _acq(2.0, "c3", 0.0, 2),  # held and active: fine
+    ]  # fmt: skip
+    st = fold(events)
+
+    def b(pid: int, state: str, age: float, port: int = 0) -> Backend:
+        return Backend(pid, state, "", "", age, age, "", port, "app")
+
+    backends = {
+        101: b(101, "idle in transaction", 9.0),
+        102: b(102, "active", 3.0),  # the pool counts c2 idle
+        103: b(103, "active", 9.0),
+        555: b(555, "idle", 1.0, port=40001),  # from the app's socket, no pool knows
+        556: b(556, "idle", 1.0, port=40002),  # another process's
+    }
+    snap = join(
+        [("app", st)],
+        backends,
+        max_connections=10,
+        reserved=3,
+        idle_tx=5.0,
+        app_ports={"app": {40001}},
+        server="postgresql://u:***@10.0.0.5:5432/app",
+    )
+    assert snap.kinds == {"idle_in_transaction": 1, "idle_but_active": 1, "unknown_connections": 1}
+    text = "\n".join(snap.flags)
+    assert "conn c1 (backend 101, GET /slow)" in text and "backends 555)" in text
+    assert "c2 (backend 102)" in text and "556" not in text
+    assert snap.fleet_max == 4 and snap.available == 7 and not snap.budget_exceeded
+    # A second process with the same pool on the same server: over budget.
+    over = join([("a", st), ("b", st)], backends, max_connections=10, reserved=3,
+                server="postgresql://u:***@10.0.0.5:5432/app")  # fmt: skip
+    assert over.fleet_max == 8 and over.budget_exceeded and over.kinds["budget"] == 1
+    # A short idle-in-transaction spell, and a just-released active one, are not flagged.
+    calm = join(
+        [("app", st)], {101: b(101, "idle in transaction", 1.0), 102: b(102, "active", 0.2)}
+    )
+    assert calm.flags == [] and calm.max_connections == 0
