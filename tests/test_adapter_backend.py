@@ -1,4 +1,4 @@
-"""Backend health through real incidents, for each of the five pool flavours, against a
+"""Backend health through real incidents, for each of the six pool flavours, against a
 private PostgreSQL cluster this module stops, freezes and whose backends it kills:
 
 * server stopped for more than two heartbeat intervals, then started: ``suspect`` then
@@ -275,7 +275,36 @@ class Psycopg(Flavour):
         await asyncio.to_thread(self.pool.close, 2)
 
 
-FLAVOURS = [Asyncpg, Reference, SQLAlchemySync, SQLAlchemyAsync, Psycopg]
+class PsycopgAsync(Flavour):
+    name = "psycopg_async"
+
+    async def open(self, dsn: str) -> None:
+        pool = psycopg_pool.AsyncConnectionPool(
+            dsn, min_size=2, max_size=3, timeout=1, kwargs={"connect_timeout": 2}, open=False
+        )
+        await pool.open(True, 10)
+        self.pool = ps.instrument(pool, name=self.name, heartbeat=H, listen=False)
+
+    async def query(self) -> None:
+        async with self.pool.connection(timeout=1) as c:
+            await c.execute("SELECT 1")
+
+    async def hold(self) -> int:
+        self.held = await self.pool.getconn()
+        return int(self.held.info.backend_pid)
+
+    async def use_and_release_held(self) -> None:
+        try:
+            with contextlib.suppress(Exception):
+                await self.held.execute("SELECT 1")
+        finally:
+            await self.pool.putconn(self.held)
+
+    async def close(self) -> None:
+        await self.pool.close(2)
+
+
+FLAVOURS = [Asyncpg, Reference, SQLAlchemySync, SQLAlchemyAsync, Psycopg, PsycopgAsync]
 
 
 class Workload:
