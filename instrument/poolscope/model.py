@@ -740,6 +740,8 @@ class PoolState:
         pools = d.get("pools")
         if isinstance(pools, dict):
             for name, pd in pools.items():
+                if len(s.pools) >= MAX_POOLS:
+                    break  # the same bound as pools created by events
                 if isinstance(pd, dict):
                     s.pools[str(name)] = PoolMetrics.from_dict(pd)
         sites = d.get("sites")
@@ -788,6 +790,7 @@ _HANDLERS = {
     "reclaim": PoolState._on_reclaim,
     "error": PoolState._on_error,
     "bye": PoolState._ignore,
+    "adopt": PoolState._ignore,  # informational: the acquire that follows is folded
     # Local events of a stream client (never on the wire).
     "connected": PoolState._ignore,
     "disconnected": PoolState._ignore,
