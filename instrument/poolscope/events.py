@@ -47,6 +47,7 @@ REQUIRED_FIELDS: dict[str, tuple[str, ...]] = {
     "breaker": ("pool", "state"),
     "resize": ("pool", "max", "previous", "reason"),
     "reclaim": ("pool", "conn", "held"),
+    "adopt": ("pool", "conn", "task", "since"),
     "error": ("error",),
     "bye": (),
 }
