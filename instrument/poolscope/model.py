@@ -288,6 +288,8 @@ class PoolMetrics:
                 p.heartbeat_failures.append((float(x[0]), str(x[1]), str(x[2])))
         p.last_error = str(d.get("last_error", ""))
         for h in d.get("holders") or []:
+            if len(p.holders) >= MAX_HOLDERS:
+                break
             if isinstance(h, dict) and "conn" in h:
                 holder = Holder(
                     conn=str(h["conn"]),
@@ -747,9 +749,13 @@ class PoolState:
         sites = d.get("sites")
         if isinstance(sites, dict):
             for k, v in sites.items():
+                if len(s.sites) >= MAX_SITES:
+                    break
                 if isinstance(v, list):
                     s.sites[int(k)] = v
         for lk in d.get("leaks") or []:
+            if len(s.leaks) >= MAX_OPEN_LEAKS:
+                break
             if isinstance(lk, dict):
                 leak = Leak.from_dict(lk)
                 s.leaks[(leak.pool, leak.conn)] = leak
