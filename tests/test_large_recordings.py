@@ -98,3 +98,26 @@ def test_advise_on_a_large_recording_uses_bounded_memory(tmp_path: Path) -> None
     grown = _advise_rss(large) - _advise_rss(small)
     # Before: the whole file as a list of dicts (~8x the file). Now: what a fold keeps.
     assert grown < 40 * 1024, f"advise grew by {grown} KiB on a 25 MB recording"
+
+
+@pytest.mark.fast
+async def test_leaks_view_draws_the_first_groups_with_a_count(tmp_path: Path) -> None:
+    path = tmp_path / "leaks.ndjson"
+    with open(path, "w") as f:
+        f.write(f'{{"type":"pool","t":{T0},"pool":"p","kind":"k","target":"","config":{{}}}}\n')
+        for i in range(600):  # 600 acquire sites, each with one leak
+            stack = f'[{{"file":"app.py","line":{i + 1},"func":"f{i}","code":"x"}}]'
+            f.write(f'{{"type":"site","t":{T0},"id":{i},"stack":{stack}}}\n')
+            f.write(
+                f'{{"type":"leak","t":{T0 + 1},"pool":"p","conn":"c{i}","held":31.0,'
+                f'"stack":[],"task":"t","site":{i}}}\n'
+            )
+    src = ReplaySource(path, start=1e6)
+    src.playing = False
+    app = PoolscopeApp(src)
+    async with app.run_test(size=(120, 36)) as pilot:
+        await pilot.press("3")
+        await pilot.pause()
+        assert app.query_one("#leaks-table", KeyedTable).row_count == 500
+        detail = str(app.query_one("#leak-detail", Static).render())
+        assert "500 of 600 leak groups shown" in detail and "100 more" in detail

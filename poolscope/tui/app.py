@@ -301,15 +301,22 @@ class PoolscopeApp(App[None]):
 
     def _refresh_leaks(self) -> None:
         # Groups with open leaks first: beyond the first LEAK_GROUPS_SHOWN, counted only.
-        groups = views.leak_groups(self.source.feeds, self.filter)[:LEAK_GROUPS_SHOWN]
+        everything = views.leak_groups(self.source.feeds, self.filter)
+        groups = everything[:LEAK_GROUPS_SHOWN]
         self._leak_groups = {g.key: g for g in groups}
         table = self._main.query_one("#leaks-table", KeyedTable)
         table.sync([(g.key, g.cells()) for g in groups])
         key = self.selected_leak if self.selected_leak in self._leak_groups else None
         key = key or table.selected_key
-        self._main.query_one("#leak-detail", Static).update(
-            views.leak_detail(self._leak_groups.get(key) if key else None)
-        )
+        detail = views.leak_detail(self._leak_groups.get(key) if key else None)
+        if len(everything) > len(groups):
+            rest = len(everything) - len(groups)
+            detail = Text.assemble(
+                (f"{len(groups):,} of {len(everything):,} leak groups shown ", "bold"),
+                (f"(open first, then longest held; {rest:,} more)\n\n", "dim"),
+                detail,
+            )
+        self._main.query_one("#leak-detail", Static).update(detail)
 
     def _refresh_heartbeat(self) -> None:
         feeds = self.source.feeds
