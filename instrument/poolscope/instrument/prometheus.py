@@ -36,6 +36,8 @@ log = logging.getLogger("poolscope")
 SNAPSHOT_WAIT = 0.05
 #: A snapshot this recent is served as it is while a tick is under way.
 RECENT = 0.5
+#: Snapshots are made at most this often, unless a scrape is waiting for one.
+PUBLISH_INTERVAL = 0.1
 #: A snapshot is published at the end of every tick that changed the model, while
 #: scrapes came this recently.
 DEMAND_WINDOW = 300.0
@@ -57,6 +59,9 @@ class _Published:
         self.cond = threading.Condition()
         self.key: tuple[int, int] | None = None
         self.families: list[Family] | None = None
+        #: The same as prometheus_client objects, converted on the runtime thread too.
+        self.client: list[Any] | None = None
+        self.waiting = 0
         self.at = 0.0
         self.tick = -1
         self.demand = float("-inf")
@@ -85,11 +90,13 @@ def _publisher(rt: Runtime) -> _Published:
                 if now - p.demand > DEMAND_WINDOW:
                     return
                 key = _key(rt)
-                if key == p.key:
+                if key == p.key or (not p.waiting and now - p.at < PUBLISH_INTERVAL):
                     return
                 fams = _build(rt)
+                client = to_client(fams)
                 with p.cond:
-                    p.key, p.families, p.at, p.tick = key, fams, now, rt.ticks
+                    p.key, p.families, p.client = key, fams, client
+                    p.at, p.tick = now, rt.ticks
                     p.cond.notify_all()
 
             rt.tick_hooks.append(publish)
@@ -97,7 +104,12 @@ def _publisher(rt: Runtime) -> _Published:
 
 
 def snapshot(rt: Runtime) -> list[Family]:
-    """The model's metric families, as the runtime thread last published them.
+    """The model's metric families, as the runtime thread last published them."""
+    return _latest(rt)[0]
+
+
+def _latest(rt: Runtime) -> tuple[list[Family], list[Any] | None]:
+    """The latest snapshot: (families, the same as prometheus_client objects or None).
 
     The runtime thread mutates the model; a snapshot made there, between two folds,
     is consistent (a histogram's count always equals its acquires) and the scrape
@@ -129,19 +141,23 @@ def snapshot(rt: Runtime) -> list[Family]:
                 and pub.tick != rt.ticks
                 and time.monotonic() - pub.at > RECENT
             ):
-                pub.cond.wait_for(
-                    lambda: pub.fresh_for(want) or pub.tick == rt.ticks, SNAPSHOT_WAIT
-                )
+                pub.waiting += 1
+                try:
+                    pub.cond.wait_for(
+                        lambda: pub.fresh_for(want) or pub.tick == rt.ticks, SNAPSHOT_WAIT
+                    )
+                finally:
+                    pub.waiting -= 1
             if pub.families is not None:
-                return pub.families
+                return pub.families, pub.client
     # No runtime thread (or called on it): the model does not move under us - read
     # it directly, retrying on a race with a thread just starting.
     for _ in range(3):
         try:
-            return _build(rt)
+            return _build(rt), None
         except RuntimeError:  # mutated while we read
             continue
-    return _build(rt)
+    return _build(rt), None
 
 
 class PoolscopeCollector:
@@ -153,12 +169,14 @@ class PoolscopeCollector:
 
     def collect(self) -> Iterator[Any]:
         try:
-            fams = to_client(snapshot(get_runtime()))
+            fams, client = _latest(get_runtime())
+            if client is None:
+                client = to_client(fams)
         except Exception as exc:
             # A scrape must not fail the application's /metrics handler.
             errors.report("prometheus collect", exc)
             return iter(())
-        return iter(fams)
+        return iter(client)
 
 
 def register(registry: CollectorRegistry | None = None) -> PoolscopeCollector:

@@ -130,11 +130,12 @@ class KeepGil:
         return conn, addr
 
     def recv(self, sock: socket.socket, n: int) -> bytes:
+        ct = self._ct
         buf = self._buf
-        got = self._recv(sock.fileno(), self._ct.addressof(buf), min(n, len(buf)), _DONTWAIT)
+        got = self._recv(sock.fileno(), ct.addressof(buf), min(n, len(buf)), _DONTWAIT)
         if got < 0:
             raise self._fail()
-        return buf.raw[:got]
+        return ct.string_at(ct.addressof(buf), got)
 
     def send(self, sock: socket.socket, chunks: list[bytes], offset: int) -> int:
         ct = self._ct
