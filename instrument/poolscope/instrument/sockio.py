@@ -135,7 +135,8 @@ class KeepGil:
         got = self._recv(sock.fileno(), ct.addressof(buf), min(n, len(buf)), _DONTWAIT)
         if got < 0:
             raise self._fail()
-        return ct.string_at(ct.addressof(buf), got)
+        data: bytes = ct.string_at(ct.addressof(buf), got)
+        return data
 
     def send(self, sock: socket.socket, chunks: list[bytes], offset: int) -> int:
         ct = self._ct
