@@ -21,14 +21,14 @@ from collections import deque
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
-from poolscope.advisor import (
+from poolscope.events import Event
+from poolscope.model import PoolState
+from poolscope.sizing.workload import (
     MAX_BINS,
     Workload,
     dispersion_index,
     histogram_cv,
 )
-from poolscope.events import Event
-from poolscope.model import PoolState
 from poolscope.window import RecentWindow
 
 #: Slots a pool's window is cut into (each holds counts and two small histograms).
