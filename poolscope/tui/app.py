@@ -26,8 +26,10 @@ from textual.timer import Timer
 from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
 
 from poolscope.endpoint import Endpoint
+from poolscope.model import PoolState
+from poolscope.pgview import PgSampler, PgView
 from poolscope.textsafe import visible
-from poolscope.tui import views
+from poolscope.tui import views, who
 from poolscope.tui.data import LOG_KEPT, LiveSource, ReplaySource, Source
 from poolscope.tui.keys import KEYS, REFRESH_STEPS, VIEWS, WINDOWS, help_lines
 from poolscope.tui.osinfo import ProcessProbe, ProcInfo
@@ -91,9 +93,16 @@ class PoolscopeApp(App[None]):
         refresh_interval: float = 1.0,
         screenshot_dir: str | Path | None = None,
         window: float = DEFAULT_WINDOW,
+        pg: PgView | None = None,
     ) -> None:
         super().__init__()
         self.source = source
+        #: --pg: the server's own view, sampled once a second on its own thread.
+        self.pg = (
+            PgSampler(pg, self._pg_states, self._pg_pids, lock=source.lock)
+            if pg is not None
+            else None
+        )
         self.title = title
         self.refresh_interval = refresh_interval
         self.screenshot_dir = Path(
@@ -149,6 +158,14 @@ class PoolscopeApp(App[None]):
                 yield KeyedTable(views.EVENT_COLUMNS, id="events-table")
             with TabPane("7 Advice", id="advice"), VerticalScroll(id="advice-box"):
                 yield Static(id="advice-text")
+            with TabPane("8 Routes", id="routes"):
+                yield Static(classes="note", id="routes-note")
+                yield KeyedTable(who.BLAME_COLUMNS, id="blame-table")
+                yield KeyedTable(who.ROUTE_COLUMNS, id="routes-table")
+                yield KeyedTable(who.SITE_BLAME_COLUMNS, id="site-blame-table")
+            with TabPane("9 Server", id="server"):
+                yield Static(classes="note", id="server-note")
+                yield KeyedTable(who.PG_COLUMNS, id="server-table")
         yield Input(
             placeholder="filter: words, type:acquire, pool:orders (escape clears)", id="filter"
         )
@@ -159,11 +176,32 @@ class PoolscopeApp(App[None]):
         self._main.query_one("#filter", Input).disabled = True  # no focus while hidden
         self._focus_view()
         self.source.start()
+        if self.pg is not None:
+            self.pg.start()
         self._start_timer()
         self.call_after_refresh(self.refresh_screen, True)
 
     def on_unmount(self) -> None:
         self.source.stop()
+        if self.pg is not None:
+            self.pg.stop()
+
+    def _pg_states(self) -> list[tuple[str, PoolState]]:
+        return [(f.label, f.state) for f in self.source.feeds]
+
+    def _pg_pids(self) -> dict[str, int]:
+        """OS pids of the attached local processes (to find connections no pool knows)."""
+        out: dict[str, int] = {}
+        for f in self.source.feeds:
+            pid = f.state.process.get("pid")
+            if (
+                f.live
+                and f.endpoint is not None
+                and f.endpoint.is_loopback
+                and isinstance(pid, int)
+            ):
+                out[f.label] = pid
+        return out
 
     # -- an unexpected error ---------------------------------------------------------
     def _handle_exception(self, error: Exception) -> None:
@@ -245,6 +283,10 @@ class PoolscopeApp(App[None]):
                 self._refresh_connections()
             elif view == "events":
                 self._refresh_events()
+            elif view == "routes":
+                self._refresh_routes()
+            elif view == "server":
+                self._refresh_server()
             elif view == "advice":
                 self._main.query_one("#advice-text", Static).update(
                     views.advice_text(feeds, self.filter)
@@ -317,6 +359,23 @@ class PoolscopeApp(App[None]):
                 detail,
             )
         self._main.query_one("#leak-detail", Static).update(detail)
+
+    def _refresh_routes(self) -> None:
+        feeds = self.source.feeds
+        main = self._main
+        main.query_one("#routes-note", Static).update(who.waited_text(feeds, self.window))
+        main.query_one("#blame-table", KeyedTable).sync(
+            who.blame_rows(feeds, "route", self.window, self.filter)
+        )
+        main.query_one("#routes-table", KeyedTable).sync(who.route_rows(feeds, self.filter))
+        main.query_one("#site-blame-table", KeyedTable).sync(
+            who.blame_rows(feeds, "site", self.window, self.filter)
+        )
+
+    def _refresh_server(self) -> None:
+        snap = self.pg.latest if self.pg is not None else None
+        self._main.query_one("#server-note", Static).update(who.pg_text(snap))
+        self._main.query_one("#server-table", KeyedTable).sync(who.pg_rows(snap))
 
     def _refresh_heartbeat(self) -> None:
         feeds = self.source.feeds
@@ -524,6 +583,9 @@ def run_tui(
     title: str = "poolscope",
     token: str | None = None,
     window: float = DEFAULT_WINDOW,
+    pg: PgView | None = None,
 ) -> int:
     """Attach the TUI to live endpoints until the user quits; the exit code."""
-    return PoolscopeApp(LiveSource(endpoints, token=token), title=title, window=window).run_tui()
+    return PoolscopeApp(
+        LiveSource(endpoints, token=token), title=title, window=window, pg=pg
+    ).run_tui()

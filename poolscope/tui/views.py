@@ -488,7 +488,7 @@ def pool_detail(row: PoolRow) -> Text:
 
 # -- holders ---------------------------------------------------------------------
 
-HOLDER_COLUMNS = ("held for", "pool", "conn", "task / thread", "acquire site")
+HOLDER_COLUMNS = ("held for", "pool", "conn", "task / thread", "acquire site", "tags", "backend")
 
 
 #: Rows the holders view draws: the longest held; the rest are counted, not drawn.
@@ -514,7 +514,7 @@ def top_holders(
         for name, p in st.pools.items():
             label = f"{name}@{st.process.get('pid', '?')}" if many else name
             for h in p.holders.values():
-                if flt and not flt.match(_holder_text(st, label, h), pool=name):
+                if flt and not flt.match(_holder_text(st, name, label, h), pool=name):
                     continue
                 found.append((max(0.0, st.now - h.since), i, name, label, h))
     total = len(found)
@@ -527,6 +527,8 @@ def top_holders(
         st = feeds[i].state
         p = st.pools[name]
         site = site_label(st.site_stack(h.site))
+        tags = st.attribution.label_text(h.tags)  # ps.tag() labels, the route first
+        pid = st.attribution.pids.get((name, h.conn))
         threshold = p.config.get("leak_threshold")
         style = ALERT if isinstance(threshold, (int, float)) and held > threshold else ""
         cells = (
@@ -535,18 +537,23 @@ def top_holders(
             Text(h.conn),
             Text(h.task or "-"),
             Text(site),
+            Text(tags or "-"),
+            Text(str(pid) if pid else "-", justify="right"),
         )
         rows.append((f"{i}:{name}:{h.conn}", cells))
     return rows, total
 
 
-def _holder_text(st: PoolState, label: str, h: Holder) -> str:
-    return f"{label} {h.conn} {h.task} {site_label(st.site_stack(h.site))}"
+def _holder_text(st: PoolState, name: str, label: str, h: Holder) -> str:
+    site = site_label(st.site_stack(h.site))
+    tags = st.attribution.label_text(h.tags)
+    pid = st.attribution.pids.get((name, h.conn))
+    return f"{label} {h.conn} {h.task} {tags} {pid or ''} {site}"
 
 
 # -- leaks -----------------------------------------------------------------------
 
-LEAK_COLUMNS = ("acquire site", "pool", "open", "resolved", "longest hold", "last task")
+LEAK_COLUMNS = ("acquire site", "route", "pool", "open", "resolved", "longest hold", "last task")
 
 
 @dataclass
@@ -558,6 +565,7 @@ class LeakGroup:
     resolved: list[Leak]
     state: PoolState
     stack: list[dict[str, Any]] = field(default_factory=list)
+    route: str = ""  # the ps.tag()/middleware route of the acquires (groups are per route too)
 
     def held(self, lk: Leak) -> float:
         if lk.resolved_held is not None:
@@ -575,6 +583,7 @@ class LeakGroup:
     def cells(self) -> tuple[Text, ...]:
         return (
             Text(self.site, style="bold red" if self.open else ""),
+            Text(self.route or "-"),
             Text(self.pool),
             Text(str(len(self.open)), justify="right", style=ALERT if self.open else ""),
             Text(str(len(self.resolved)), justify="right"),
@@ -593,10 +602,11 @@ def leak_groups(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> list
         for lk in list(st.leaks.values()) + list(st.resolved_leaks):
             stack = lk.stack or st.site_stack(lk.site)
             site = site_label(stack)
-            key = f"{i}:{lk.pool}:{lk.site if lk.site is not None else site}"
+            route = st.attribution.route_of(lk.tags)
+            key = f"{i}:{lk.pool}:{lk.site if lk.site is not None else site}:{route}"
             g = groups.get(key)
             if g is None:
-                g = groups[key] = LeakGroup(key, site, lk.pool, [], [], st, stack)
+                g = groups[key] = LeakGroup(key, site, lk.pool, [], [], st, stack, route)
             (g.resolved if lk.resolved_t is not None else g.open).append(lk)
     alike: dict[tuple[str, str, str], list[LeakGroup]] = {}
     for g in groups.values():
@@ -605,7 +615,11 @@ def leak_groups(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> list
         if len(same) > 1:
             for g, label in zip(same, distinct_site_labels([g.stack for g in same]), strict=True):
                 g.site = label
-    out = [g for g in groups.values() if not flt or flt.match(f"{g.site} {g.pool}", pool=g.pool)]
+    out = [
+        g
+        for g in groups.values()
+        if not flt or flt.match(f"{g.site} {g.route} {g.pool}", pool=g.pool)
+    ]
     out.sort(key=lambda g: (-len(g.open), -g.longest, g.key))
     return out
 
@@ -619,7 +633,10 @@ def leak_detail(group: LeakGroup | None) -> Text:
     lk = group.latest
     status = "OPEN" if lk.resolved_t is None else f"resolved ({lk.resolution})"
     out.append(f"{'proven' if lk.proven else 'suspected'} leak ", style="bold red")
-    out.append(f"{status}  pool {lk.pool}  conn {lk.conn}  task {lk.task or '-'}\n")
+    out.append(f"{status}  pool {lk.pool}  conn {lk.conn}  task {lk.task or '-'}")
+    tags = group.state.attribution.label_text(lk.tags)
+    pid = group.state.attribution.pids.get((lk.pool, lk.conn))
+    out.append(f"{'  ' + tags if tags else ''}{f'  backend {pid}' if pid else ''}\n")
     out.append(f"held {fmt_dur(group.held(lk))}", style="bold")
     out.append(f"  reported {fmt_clock(lk.t)} after {fmt_dur(lk.held)}")
     if lk.resolved_t is not None:
