@@ -37,7 +37,7 @@ DRAIN_CHUNK = 2048
 #: Chunks drained per tick at most (a backlog is worked off in ticks of this size).
 TICK_CHUNKS = 8
 #: Overloaded (the recorder dropping), a tick stops draining after this much CPU ...
-TICK_BUDGET = 0.02
+TICK_BUDGET = 0.01
 #: ... and the thread then sleeps so that it keeps at most this share of the GIL.
 BACKGROUND_SHARE = 0.2
 STATE_INTERVAL = 1.0

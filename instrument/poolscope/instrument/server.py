@@ -553,6 +553,8 @@ class StreamServer:
             if ob.inbuf:  # bytes that came with the token line
                 rest, ob.inbuf = bytes(ob.inbuf), bytearray()
                 self._take_lines(ob, rest)
+            # Now, not after this tick's drain: the greeting is on its way at once.
+            self._write(ob, time.monotonic())
 
     def _write(self, ob: Observer, now: float) -> None:
         q = ob.queue
