@@ -211,7 +211,6 @@ def test_an_observer_reading_nothing_with_a_full_queue_is_closed(
 def _as_nobody_reads(port: int) -> bytes:
     """Connect from a process of uid ``nobody``; what it received within 3 s."""
     runuser = shutil.which("runuser")
-    python = shutil.which("python3", path="/usr/bin:/bin") or sys.executable
     assert runuser is not None
     code = (
         "import socket, sys, time\n"
@@ -227,13 +226,18 @@ def _as_nobody_reads(port: int) -> bytes:
         "sys.stdout.buffer.write(data)\n"
     )
     out = subprocess.run(
-        [runuser, "-u", "nobody", "--", python, "-c", code],
+        [runuser, "-u", "nobody", "--", _python_for_nobody(), "-c", code],
         capture_output=True,
         timeout=30,
         cwd="/",
     )
     assert out.returncode == 0, out.stderr
     return out.stdout
+
+
+def _python_for_nobody() -> str:
+    """A Python another user can run: the system's (the venv may sit in root's home)."""
+    return shutil.which("python3", path="/usr/bin:/bin") or sys.executable
 
 
 def _need_root() -> None:
@@ -290,7 +294,7 @@ def test_ipv6_loopback_peer_of_another_user_is_refused(
         "print(len(s.recv(100)))\n"
     )
     out = subprocess.run(
-        [runuser, "-u", "nobody", "--", "/usr/bin/python3", "-c", code],
+        [runuser, "-u", "nobody", "--", _python_for_nobody(), "-c", code],
         capture_output=True,
         timeout=30,
         cwd="/",
