@@ -396,8 +396,8 @@ class StreamServer:
             accepted.append((conn, lsock, addr))
 
     def _admit(self, accepted: list[tuple[socket.socket, socket.socket, Any]], now: float) -> None:
-        """Check who they are (one read of the kernel's table for all of them), then
-        wait for a token or greet them at the end of this tick."""
+        """Check who they are (one question to the kernel for all of them), then wait
+        for their token or greet them at the end of this service."""
         uids: dict[int, int] = {}
         if not self.allow_other_users and self._uid is not None:
             # By the address each was accepted on (a listener on 0.0.0.0 has many).
