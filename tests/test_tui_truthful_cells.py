@@ -157,3 +157,26 @@ def test_identical_looking_sites_still_get_distinct_labels() -> None:
     same = [frame("f", "/a.py", 1), frame("g", "/b.py", 2)]
     groups = views.leak_groups([leak_feed([same, list(same)])])
     assert sorted(g.site for g in groups) == ["f a.py:1 [1]", "f a.py:1 [2]"]
+
+
+@FAST
+def test_groups_told_apart_by_their_route_keep_the_plain_label() -> None:
+    """The same site under two routes is two rows; the route column tells them apart."""
+    site = [frame("fetch", "/app/db.py", 3), frame("handle", "/app/web.py", 9)]
+    feed = ProcessFeed("rec", live=False)
+    evs: list[dict[str, Any]] = [
+        {"type": "pool", "t": T0, "pool": "p", "kind": "k", "target": "db", "config": {}},
+        {"type": "site", "t": T0, "id": 1, "stack": site},
+        {"type": "tags", "t": T0, "id": 1, "labels": {"route": "GET /a"}},
+        {"type": "tags", "t": T0, "id": 2, "labels": {"route": "GET /b"}},
+    ]
+    for conn, tags in (("1", 1), ("2", 2)):
+        evs.append({"type": "leak", "t": T0 + 1, "pool": "p", "conn": conn, "held": 2.0,
+                    "stack": [], "task": "t", "site": 1, "tags": tags})  # fmt: skip
+    for ev in evs:
+        feed.apply(ev, float(ev["t"]))
+    groups = views.leak_groups([feed])
+    assert sorted((g.route, g.site) for g in groups) == [
+        ("GET /a", "fetch db.py:3"),
+        ("GET /b", "fetch db.py:3"),
+    ]

@@ -608,9 +608,10 @@ def leak_groups(feeds: Sequence[ProcessFeed], flt: Filter | None = None) -> list
             if g is None:
                 g = groups[key] = LeakGroup(key, site, lk.pool, [], [], st, stack, route)
             (g.resolved if lk.resolved_t is not None else g.open).append(lk)
-    alike: dict[tuple[str, str, str], list[LeakGroup]] = {}
+    # Groups the table can tell apart by another column (pool, route) need no longer label.
+    alike: dict[tuple[str, str, str, str], list[LeakGroup]] = {}
     for g in groups.values():
-        alike.setdefault((g.key.partition(":")[0], g.pool, g.site), []).append(g)
+        alike.setdefault((g.key.partition(":")[0], g.pool, g.route, g.site), []).append(g)
     for same in alike.values():
         if len(same) > 1:
             for g, label in zip(same, distinct_site_labels([g.stack for g in same]), strict=True):
