@@ -16,10 +16,11 @@ wait still in progress is not charged yet.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any, Protocol, cast
 
 from poolscope.histogram import Histogram
 
@@ -37,6 +38,12 @@ MAX_LABELS = 10_000
 MAX_ROUTES = 2_000
 MAX_KEYS = 10_000
 MAX_PIDS = 100_000
+# Work per wait, bounded: real pools hold hundreds of connections and end a few holds
+# per wait; a crafted stream could hold 100,000 and send a wait per line.
+CALM = 60.0  # seconds without a wait after which a pool's bookkeeping stops
+ACQUIRES_KEPT = 4096  # recent acquires, to credit holders acquired during a wait
+MAX_RECENT_SCAN = 4096  # ended holds looked at per waiting interval
+MAX_PARTS = 8  # uncovered pieces of one wait charged (more: the rest is not charged)
 
 #: (pool, site id, labels id): what a charge is booked to.
 Key = tuple[str, "int | None", "int | None"]
@@ -117,8 +124,7 @@ class Attribution:
         self.waited: dict[str, float] = {}  # seconds someone waited, per pool (union)
         # Per second: the charges booked, and seconds someone waited per pool.
         self._buckets: deque[tuple[int, dict[Key, float], dict[str, float]]] = deque()
-        self._recent: dict[str, deque[tuple[float, float, int | None, int | None]]] = {}
-        self._cover: dict[str, list[list[float]]] = {}
+        self._pools: dict[str, _PoolBlame] = {}
 
     # -- queries -----------------------------------------------------------------
     def route_of(self, tags: int | None) -> str:
@@ -137,6 +143,7 @@ class Attribution:
     def blame(self, by: str = "route", since: float | None = None) -> list[Blame]:
         """Sites (``by="site"``) or routes by connection-seconds held while someone
         waited, most first; over everything, or the charges at or after ``since``."""
+        self.flush()
         if since is None:
             charges = self.caused.items()
         else:
@@ -149,6 +156,8 @@ class Attribution:
         rows: dict[tuple[str, str], list[Any]] = {}
         per_pool: dict[str, float] = {}
         for (pool, site, tags), secs in charges:
+            if secs <= 1e-9:  # charged and credited back: held nothing while they waited
+                continue
             key = self.route_of(tags) if by == "route" else ("" if site is None else str(site))
             row = rows.setdefault((pool, key), [site, 0.0])
             row[1] += secs
@@ -162,6 +171,7 @@ class Attribution:
 
     def waited_since(self, since: float | None = None) -> dict[str, float]:
         """Seconds someone waited, per pool (all, or from ``since``)."""
+        self.flush()
         if since is None:
             return dict(self.waited)
         out: dict[str, float] = {}
@@ -190,8 +200,12 @@ class Attribution:
         wait: float,
         tags: int | None,
         holders: dict[str, Any],
+        holder: HolderLike | None = None,
+        replaced: HolderLike | None = None,
     ) -> None:
-        """An acquire (before its holder is added): per-route use, and its wait charged."""
+        """An acquire: per-route use, and its wait charged. ``holder`` is the new
+        holder, already in ``holders`` (None when the fold keeps no more holders);
+        ``replaced`` the holder it replaced (an acquire without a release)."""
         waited = wait >= WAIT_MIN
         if tags is not None:
             r = self._route(pool, tags)
@@ -200,6 +214,17 @@ class Attribution:
                 if waited:
                     r.waits += 1
                     r.waited += wait
+        pb = self._pools.get(pool)
+        held = pb.held if pb is not None else None
+        if held is not None and pb is not None:
+            if t - pb.last_wait > CALM:  # no wait for a while: stop the bookkeeping
+                pb.calm()
+            else:
+                if replaced is not None:
+                    _count(held, (replaced.site, replaced.tags), -1)
+                if holder is not None:
+                    _count(held, (holder.site, holder.tags), 1)
+                    pb.acquired.append((t, holder))
         if waited:
             self.charge(pool, t - wait, t, holders)
 
@@ -207,11 +232,20 @@ class Attribution:
         """A hold ended (released, or closed while held)."""
         if h is None:
             return
-        recent = self._recent.get(pool)
-        if recent is None:
-            recent = self._recent[pool] = deque(maxlen=RECENT_HOLDS)
+        pb = self._pools.get(pool)
+        if pb is None:
+            pb = self._pools[pool] = _PoolBlame()
+        if pb.held is not None:  # counted only while the pool has waits (see calm)
+            _count(pb.held, (h.site, h.tags), -1)
+        # Ended holds are always kept: a wait is reported when it ends, and the holds
+        # that ended during it are charged then.
+        recent = pb.recent
+        if t < pb.last_end:  # out of order: look that much further back (at most 1 s)
+            pb.disorder = min(1.0, max(pb.disorder, pb.last_end - t))
+        else:
+            pb.last_end = t
         recent.append((h.since, t, h.site, h.tags))
-        while recent[0][1] < t - HORIZON:
+        if recent[0][1] < t - HORIZON:
             recent.popleft()
         if h.tags is not None:
             r = self._route(pool, h.tags)
@@ -232,30 +266,81 @@ class Attribution:
 
     def charge(self, pool: str, a: float, b: float, holders: dict[str, Any]) -> None:
         """Charge the waiting interval [a, b] of ``pool`` to whoever held meanwhile
-        (only the part not charged already by another waiter)."""
+        (only the part no earlier waiter's interval covered).
+
+        The cost is per key (site, labels) of the holders, not per holder: holders
+        are counted by key, each charged the whole part, and those acquired during
+        it are then credited the time before their acquire; holds that ended during
+        it are charged their overlap."""
         if not b - a >= WAIT_MIN:
             return
-        parts = self._uncovered(pool, a, b)
+        pb = self._pools.get(pool)
+        if pb is None:
+            pb = self._pools[pool] = _PoolBlame()
+        parts = pb.uncovered(a, b)
         if not parts:
             return
-        caused = self.caused
-        _, bucket, waits = self._bucket(b)
-        recent = self._recent.get(pool, ())
-        for x, y in parts:
-            self.waited[pool] = self.waited.get(pool, 0.0) + (y - x)
-            waits[pool] = waits.get(pool, 0.0) + (y - x)
-            for h in list(holders.values()):
-                since = h.since
-                if since < y:
-                    self._book(caused, bucket, (pool, h.site, h.tags), y - max(x, since))
-            for s, e, site, tg in reversed(recent):
+        pb.last_wait = b
+        held = pb.held
+        if held is None:  # the first wait in a while (or after a sync): count the holders
+            held = pb.held = {}
+            fresh_ones = []
+            for h in holders.values():
+                _count(held, (h.site, h.tags), 1)
+                if h.since > a:
+                    fresh_ones.append((h.since, h))
+            pb.acquired.extend(sorted(fresh_ones, key=lambda sh: sh[0]))
+        # Summed per key for the current second, booked when the second changes or
+        # someone asks (flush): a dict update per key here, no more.
+        sec = int(b)
+        if sec != pb.pending_sec:
+            self._flush(pool, pb)
+            pb.pending_sec = sec
+        acc = pb.pending
+        get = acc.get
+        total = 0.0
+        for x, y in parts[:MAX_PARTS]:
+            span = y - x
+            total += span
+            for key, n in held.items():
+                acc[key] = get(key, 0.0) + n * span
+            # Holders acquired after x held only from their acquire on.
+            for since, fresh in reversed(pb.acquired):
+                if since <= x:
+                    break
+                if fresh is not None and holders.get(getattr(fresh, "conn", "")) is fresh:
+                    acquired = cast("HolderLike", fresh)
+                    key = (acquired.site, acquired.tags)
+                    acc[key] = get(key, 0.0) - (min(since, y) - x)
+            slack = pb.disorder
+            for s, e, site, tg in itertools.islice(reversed(pb.recent), MAX_RECENT_SCAN):
                 if e <= x:
-                    if e < x - 1.0:  # ended holds come roughly in order of their end
+                    if e <= x - slack:  # ended holds come in order of their end (or nearly)
                         break
                     continue
                 overlap = min(e, y) - max(s, x)
                 if overlap > 0:
-                    self._book(caused, bucket, (pool, site, tg), overlap)
+                    acc[(site, tg)] = get((site, tg), 0.0) + overlap
+        self.waited[pool] = self.waited.get(pool, 0.0) + total
+        pb.pending_wait += total
+
+    def _flush(self, pool: str, pb: _PoolBlame) -> None:
+        """Book a pool's charges of its current second (see charge)."""
+        if not pb.pending and not pb.pending_wait:
+            return
+        _, bucket, waits = self._bucket(float(pb.pending_sec))
+        waits[pool] = waits.get(pool, 0.0) + pb.pending_wait
+        caused = self.caused
+        for (site, tg), secs in pb.pending.items():
+            if secs > 0.0:
+                self._book(caused, bucket, (pool, site, tg), secs)
+        pb.pending = {}
+        pb.pending_wait = 0.0
+
+    def flush(self) -> None:
+        """Book every pending charge (queries and serialisation call this first)."""
+        for pool, pb in self._pools.items():
+            self._flush(pool, pb)
 
     @staticmethod
     def _book(caused: dict[Key, float], bucket: dict[Key, float], key: Key, s: float) -> None:
@@ -274,44 +359,9 @@ class Attribution:
             buckets.popleft()
         return buckets[-1]
 
-    def _uncovered(self, pool: str, a: float, b: float) -> list[tuple[float, float]]:
-        """The parts of [a, b] no earlier wait of the pool covered; records [a, b]."""
-        cover = self._cover.setdefault(pool, [])
-        parts: list[tuple[float, float]] = []
-        cur = a
-        for s, e in cover:
-            if e <= cur:
-                continue
-            if s >= b:
-                break
-            if s > cur:
-                parts.append((cur, s))
-            cur = max(cur, e)
-            if cur >= b:
-                break
-        if cur < b:
-            parts.append((cur, b))
-        merged: list[list[float]] = []
-        placed = False
-        for iv in cover:
-            if not placed and iv[0] > b:
-                merged.append([a, b])
-                placed = True
-            if merged and iv[0] <= merged[-1][1] and iv[1] >= merged[-1][0]:
-                merged[-1][0] = min(merged[-1][0], iv[0])
-                merged[-1][1] = max(merged[-1][1], iv[1])
-            elif not placed and iv[1] >= a and iv[0] <= b:
-                merged.append([min(a, iv[0]), max(b, iv[1])])
-                placed = True
-            else:
-                merged.append(list(iv))
-        if not placed:
-            merged.append([a, b])
-        self._cover[pool] = merged[-COVER_KEPT:]
-        return parts
-
     # -- serialisation (part of the ``sync`` state) -------------------------------
     def to_dict(self) -> dict[str, Any]:
+        self.flush()
         return {
             "labels": {str(k): v for k, v in self.labels.items()},
             "pids": [[p, c, pid] for (p, c), pid in self.pids.items()],
@@ -357,6 +407,89 @@ class Attribution:
             if isinstance(sec, int) and not isinstance(sec, bool):
                 a._buckets.append((sec, bucket, waits))
         return a
+
+
+def _count(held: dict[tuple[int | None, int | None], int], key: tuple[Any, Any], d: int) -> None:
+    n = held.get(key, 0) + d
+    if n > 0:
+        held[key] = n
+    else:
+        held.pop(key, None)
+
+
+class _PoolBlame:
+    """One pool's working state for wait attribution (not serialised: rebuilt)."""
+
+    __slots__ = (
+        "acquired",
+        "cover",
+        "disorder",
+        "held",
+        "last_end",
+        "last_wait",
+        "pending",
+        "pending_sec",
+        "pending_wait",
+        "recent",
+    )
+
+    def __init__(self) -> None:
+        #: Holders by (site, labels) - None until the first wait counts them.
+        self.held: dict[tuple[int | None, int | None], int] | None = None
+        self.acquired: deque[tuple[float, Any]] = deque(maxlen=ACQUIRES_KEPT)
+        self.recent: deque[tuple[float, float, int | None, int | None]] = deque(maxlen=RECENT_HOLDS)
+        self.cover: list[list[float]] = []  # merged waiting intervals, in order
+        self.last_end = 0.0  # the latest end of a hold
+        self.last_wait = 0.0  # the end of the latest wait
+        self.pending: dict[tuple[int | None, int | None], float] = {}  # charges this second
+        self.pending_sec = 0
+        self.pending_wait = 0.0
+        self.disorder = 0.0  # how far back an end has come after a later one
+
+    def calm(self) -> None:
+        """No wait for CALM seconds: stop counting holders by key and keeping recent
+        acquires (the next wait counts them again from the holders themselves)."""
+        self.held = None
+        self.acquired.clear()
+
+    def uncovered(self, a: float, b: float) -> list[tuple[float, float]]:
+        """The parts of [a, b] no earlier wait covered; records [a, b]."""
+        cover = self.cover
+        if cover:
+            last = cover[-1]
+            if a >= last[0]:  # the usual case: at or after the latest interval's start
+                if a > last[1]:
+                    cover.append([a, b])
+                    if len(cover) > COVER_KEPT:
+                        del cover[0]
+                    return [(a, b)]
+                if b <= last[1]:
+                    return []
+                part = (last[1], b)
+                last[1] = b
+                return [part]
+        parts: list[tuple[float, float]] = []
+        cur = a
+        for s, e in cover:
+            if e <= cur:
+                continue
+            if s >= b:
+                break
+            if s > cur:
+                parts.append((cur, s))
+            cur = max(cur, e)
+            if cur >= b:
+                break
+        if cur < b:
+            parts.append((cur, b))
+        merged: list[list[float]] = []
+        for iv in sorted([*cover, [a, b]]):
+            if merged and iv[0] <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], iv[1])
+            else:
+                merged.append(list(iv))
+        self.cover = merged[-COVER_KEPT:]
+        return parts
 
 
 def _rows(v: Any, n: int) -> list[list[Any]]:

@@ -17,7 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
-from poolscope.attribution import WAIT_MIN, Attribution
+from poolscope.attribution import Attribution
 from poolscope.events import Event
 from poolscope.histogram import Histogram
 from poolscope.window import RecentWindow, WindowStats
@@ -536,11 +536,12 @@ class PoolState:
             slot.acquires += 1
             slot.wait.add_trusted(w)
         holders = p.holders
-        if tags is not None or w >= WAIT_MIN:
-            self.attribution.on_acquire(pool, t, w, tags, holders)
         if len(holders) >= MAX_HOLDERS and conn not in holders:
+            self.attribution.on_acquire(pool, t, w, tags, holders)
             return
-        holders[conn] = Holder(conn, t, site, task, tags)
+        replaced = holders.get(conn)
+        holder = holders[conn] = Holder(conn, t, site, task, tags)
+        self.attribution.on_acquire(pool, t, w, tags, holders, holder, replaced)
 
     def fold_release(
         self, pool: str, conn: str, t: float, hold: float, *, lost: bool = False
