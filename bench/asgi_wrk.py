@@ -1,12 +1,12 @@
 """A real ASGI app under a real HTTP load generator: Starlette + asyncpg under uvicorn,
 driven by ``wrk``, bare against poolscope with its middleware and one observer.
 
-Three uvicorn processes (one worker each, loopback), running the same code, each
+Four uvicorn processes (one worker each, loopback), running the same code, each
 with its own asyncpg pool on the same throwaway PostgreSQL (``tests.pgcluster``):
 
 * bare: no poolscope import at all;
-* instrument only: ``ps.instrument`` alone (no middleware, no observer), to show
-  where the rest of the cost goes;
+* instrument only: ``ps.instrument`` alone (no middleware, no observer), and
+  instrument + middleware (no observer), to show where the cost goes;
 * poolscope: ``ps.instrument(pool, listen=...)`` (leak detection on at its default,
   so every acquire captures its site), ``poolscope.instrument.asgi.PoolscopeMiddleware``
   (every acquire tagged with its route template), the background thread and stream
@@ -48,9 +48,10 @@ WRK_THREADS = 2
 WRK_CONNECTIONS = 32
 SETTLE = 0.3  # seconds after each run inside the CPU window: the fold catches up
 PATH = "/fast/1"
-#: bare; ``ps.instrument`` alone (no middleware, no observer: where the rest goes);
-#: poolscope in full (instrument + middleware + one observer) - the measured pair.
-CONFIGS = ("bare", "instrument", "poolscope")
+#: bare; ``ps.instrument`` alone; plus the middleware (no observer yet); poolscope in
+#: full (instrument + middleware + one observer) - bare and poolscope are the measured
+#: pair, the two between say where the cost goes.
+CONFIGS = ("bare", "instrument", "middleware", "poolscope")
 
 
 # -- the application (runs in the child: python -m bench.asgi_wrk app CONFIG DSN PORT) --
@@ -90,7 +91,7 @@ def _app(argv: list[str]) -> None:
         await raw.close()
 
     middleware = []
-    if config == "poolscope":
+    if config in ("poolscope", "middleware"):
         from poolscope.instrument.asgi import PoolscopeMiddleware
 
         middleware.append(Middleware(PoolscopeMiddleware))
@@ -132,6 +133,9 @@ class Server:
         self.ps = psutil.Process(self.proc.pid)
         self.runs: list[dict[str, float]] = []
         self.requests_sent = 1
+        #: The observer reading this server's stream, if any: its CPU is measured too
+        #: (on a small machine it competes with the application for the same cores).
+        self.observer: Any = None
 
     def cpu(self) -> tuple[float, float]:
         """The whole process's CPU seconds (user + system), and the event loop's
@@ -144,11 +148,13 @@ class Server:
         return float(t.user + t.system), float(main)
 
     def load(self, seconds: float, record: bool = True) -> dict[str, float]:
+        o0 = _cpu(self.observer)
         c0, m0 = self.cpu()
         res = wrk(self.url, seconds)
         time.sleep(SETTLE)
         c1, m1 = self.cpu()
         n = max(res["requests"], 1.0)
+        res["observer_cpu_per_request"] = (_cpu(self.observer) - o0) / n
         res["cpu_per_request"] = (c1 - c0) / n
         res["loop_thread_cpu_per_request"] = (m1 - m0) / n
         self.requests_sent += int(res["requests"])
@@ -163,6 +169,13 @@ class Server:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait()
+
+
+def _cpu(proc: Any) -> float:
+    if proc is None:
+        return 0.0
+    t = proc.cpu_times()
+    return float(t.user + t.system)
 
 
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0}
@@ -231,6 +244,9 @@ def _measure(dsn: str, pairs: int, seconds: float, record_path: str) -> dict[str
             if time.monotonic() > deadline or observer.poll() is not None:
                 raise RuntimeError("the observer did not attach")
             time.sleep(0.1)
+        import psutil
+
+        inst.observer = psutil.Process(observer.pid)
         order = list(servers.values())
         for s in order:  # warm up: connections, code paths, interning
             s.load(min(2.0, seconds), record=False)
@@ -280,7 +296,7 @@ def run(quick: bool) -> dict[str, Any]:
             "skipped": "wrk not installed (apt-get install wrk)",
             "markdown": "Skipped: `wrk` is not installed (`apt-get install wrk`).",
         }
-    pairs, seconds = (4, 3.0) if quick else (12, 10.0)
+    pairs, seconds = (4, 3.0) if quick else (12, 8.0)
     load_before = _load_average()
     try:
         with PgCluster() as pg, tempfile.TemporaryDirectory(prefix="poolscope-wrk-") as d:
@@ -288,7 +304,7 @@ def run(quick: bool) -> dict[str, Any]:
     except PgUnavailable as exc:
         return {"skipped": str(exc), "markdown": f"Skipped: {exc}"}
     load_after = _load_average()
-    b, m, i = res["bare"], res["instrument"], res["poolscope"]
+    b, m, w, i = res["bare"], res["instrument"], res["middleware"], res["poolscope"]
     ratios = [y["rps"] / x["rps"] for x, y in zip(b, i, strict=True)]
     p50d = [y["p50"] / x["p50"] - 1 for x, y in zip(b, i, strict=True)]
     p99d = [y["p99"] / x["p99"] - 1 for x, y in zip(b, i, strict=True)]
@@ -300,10 +316,12 @@ def run(quick: bool) -> dict[str, Any]:
     bgd = [y["cpu_per_request"] - y["loop_thread_cpu_per_request"] for y in i]
     m_ratios = [y["rps"] / x["rps"] for x, y in zip(b, m, strict=True)]
     m_cpud = [y["cpu_per_request"] - x["cpu_per_request"] for x, y in zip(b, m, strict=True)]
+    w_ratios = [y["rps"] / x["rps"] for x, y in zip(b, w, strict=True)]
+    w_cpud = [y["cpu_per_request"] - x["cpu_per_request"] for x, y in zip(b, w, strict=True)]
     ratio, p99 = statistics.median(ratios), statistics.median(p99d)
     v_ratio = "PASS" if ratio >= TARGET_RATIO else "FAIL"
     v_p99 = "PASS" if p99 <= TARGET_P99 else "FAIL"
-    errors = sum(r["non_2xx"] + r["socket_errors"] for r in b + m + i)
+    errors = sum(r["non_2xx"] + r["socket_errors"] for r in b + m + w + i)
 
     def row(name: str, runs: list[dict[str, float]]) -> list[str]:
         return [
@@ -326,27 +344,33 @@ def run(quick: bool) -> dict[str, Any]:
         f"server in turn, {pairs} interleaved rounds (who goes first rotates). poolscope = "
         f"`ps.instrument` (leak detection on, 30 s), `PoolscopeMiddleware`, stream server, "
         f"one `poolscope record` observer attached; instrument only = `ps.instrument` "
-        f"alone (no middleware, no observer), to show where the cost goes. "
+        f"alone, + middleware = with `PoolscopeMiddleware` too (neither has an observer), "
+        f"to show where the cost goes. "
         f"Values: median (min to max) over the runs.",
         "",
         header,
         "|---|---|---|---|---|---|",
         "| " + " | ".join(row("bare", b)) + " |",
         "| " + " | ".join(row("instrument only", m)) + " |",
+        "| " + " | ".join(row("instrument + middleware", w)) + " |",
         "| " + " | ".join(row("poolscope + middleware + observer", i)) + " |",
         "",
         "Paired per round (poolscope vs bare of the same round), median (min to max):",
         "",
         f"- throughput ratio: **{_spread(ratios, '{:.3f}')}**; "
         f"target >= {TARGET_RATIO}: **{v_ratio}** "
-        f"(instrument only: {_spread(m_ratios, '{:.3f}')})",
+        f"(instrument only: {_spread(m_ratios, '{:.3f}')}; + middleware: "
+        f"{_spread(w_ratios, '{:.3f}')})",
         f"- p50 latency: {_spread([d * 100 for d in p50d], '{:+.1f}%')}",
         f"- p99 latency: **{_spread([d * 100 for d in p99d], '{:+.1f}%')}**; "
         f"target <= +{TARGET_P99 * 100:.0f}%: **{v_p99}**",
         f"- whole-process CPU per request: {_spread([d * 1e6 for d in cpud], '{:+.1f} us')} "
-        f"(instrument only: {_spread([d * 1e6 for d in m_cpud], '{:+.1f} us')}); of it, "
+        f"(instrument only: {_spread([d * 1e6 for d in m_cpud], '{:+.1f} us')}; "
+        f"+ middleware: {_spread([d * 1e6 for d in w_cpud], '{:+.1f} us')}); of it, "
         f"the loop's thread {_spread([d * 1e6 for d in loopd], '{:+.1f} us')} and "
-        f"poolscope's background thread {_spread([d * 1e6 for d in bgd], '{:.1f} us')}",
+        f"poolscope's background thread {_spread([d * 1e6 for d in bgd], '{:.1f} us')}; "
+        f"the observer process, on the same cores, "
+        f"{_spread([r['observer_cpu_per_request'] * 1e6 for r in i], '{:.1f} us')}",
         "",
         f"The observer recorded {res['acquires']:,} acquire events for {res['sent']:,} "
         f"requests wrk counted as answered by the poolscope server (runs cut at the end "
@@ -356,7 +380,7 @@ def run(quick: bool) -> dict[str, Any]:
     ]
     notes = (
         f"Machine: 2 shared cores with other agents' work running (load average "
-        f"{load_before} before, {load_after} after); PostgreSQL, the three uvicorn processes, "
+        f"{load_before} before, {load_after} after); PostgreSQL, the four uvicorn processes, "
         f"wrk and the observer all share those two cores, so one run's throughput moves "
         f"by several percent and the paired ratios' spread is the honest error bar."
     )
@@ -385,6 +409,7 @@ def run(quick: bool) -> dict[str, Any]:
         "loop_thread_cpu_deltas": loopd,
         "background_thread_cpu_per_request": bgd,
         "instrument_only_ratios": m_ratios,
+        "middleware_ratios": w_ratios,
         "load_average": [load_before, load_after],
         "targets": targets,
         "markdown": "\n".join(lines),
