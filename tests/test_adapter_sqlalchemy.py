@@ -253,3 +253,42 @@ def test_async_engine_instrumented_before_its_loop_runs(
 
     assert asyncio.run(main()), "no heartbeat from an engine instrumented before its loop"
     assert fresh_runtime.model.pools["sa-early"].heartbeats_ok >= 1
+
+
+async def test_async_engine_gc_leak_proven(fresh_runtime: Runtime, pg_dsn: str) -> None:
+    """An AsyncEngine connection dropped without close: SQLAlchemy's garbage-collection
+    hook detaches it (it cannot check it in outside the greenlet); poolscope still
+    proves the leak, from the weak reference SQLAlchemy keeps to the checked-out
+    fairy, and the connection's close follows."""
+    import asyncio
+    import warnings
+
+    events = capture(fresh_runtime)
+    eng = create_async_engine(url(pg_dsn, "asyncpg"), pool_size=2, max_overflow=0)
+    ps.instrument(eng, name="sa-async-gc", listen=False, leak_threshold=30.0)
+    try:
+        async with eng.connect() as c:  # a connection checked in normally: no leak
+            await c.execute(sa.text("SELECT 1"))
+        c = await eng.connect()
+        await c.execute(sa.text("SELECT 1"))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # SQLAlchemy warns about the dropped one
+            del c
+            gc.collect()
+        for _ in range(100):
+            if [e for e in of(events, "leak", "sa-async-gc") if e.get("proven")]:
+                break
+            await asyncio.sleep(0.02)
+        proven = [e for e in of(events, "leak", "sa-async-gc") if e.get("proven")]
+        assert len(proven) == 1, of(events, "leak", "sa-async-gc")
+        acquired = of(events, "acquire", "sa-async-gc")
+        assert proven[0]["conn"] == acquired[-1]["conn"]
+        # Detached by SQLAlchemy's hook (then closed): gone from the pool, no longer held.
+        closes = wait_sync(
+            lambda: [
+                e for e in of(events, "close", "sa-async-gc") if e["conn"] == proven[0]["conn"]
+            ]
+        )
+        assert closes[0]["reason"] == "detached"
+    finally:
+        await eng.dispose()

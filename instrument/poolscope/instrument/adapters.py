@@ -29,7 +29,7 @@ def probe_timeout(interval: float) -> float:
 class ConnInfo:
     """What an adapter remembers about one physical connection."""
 
-    __slots__ = ("created", "held", "hint", "id", "idle_since")
+    __slots__ = ("checkout_ref", "created", "held", "hint", "id", "idle_since")
 
     def __init__(self, cid: str) -> None:
         self.id = cid
@@ -40,6 +40,10 @@ class ConnInfo:
         self.idle_since = time.perf_counter()
         #: A close reason the adapter already knows (e.g. "lost" after a failed probe).
         self.hint: str | None = None
+        #: While checked out, a weak reference to what the application holds, if the
+        #: pool keeps one anyway (SQLAlchemy's ``_ConnectionRecord.fairy_ref``): dead at
+        #: checkin means the pool's garbage-collection hook returned it, a proven leak.
+        self.checkout_ref: Any = None
 
 
 class ConnIds:

@@ -81,6 +81,16 @@ class _State:
         #: The pool's own ``_connect`` before we wrapped it (None: not wrapped).
         self.original_connect: Any = None
         self.backend = BackendTracker(handle, heartbeat)
+        # The hot path's lookups, made once: the id -> ConnInfo table, the pool's loop
+        # (its table of current tasks names the acquirer) and the pool's own bound
+        # methods. ``raw_acquire(timeout)`` is asyncpg's ``Pool._acquire`` when the
+        # class's ``acquire`` is asyncpg's own (it only wraps ``_acquire`` in a
+        # context object: skipping it saves three Python calls per acquire), else
+        # the subclass's ``acquire``.
+        self.by_key = self.ids.by_key
+        self.loop: Any = getattr(pool, "_loop", None)
+        self.raw_release: Any = pool.release
+        self.raw_acquire: Any = _direct_acquire(pool)
 
     # -- connections ------------------------------------------------------------------
     def track(self, raw: Any) -> ConnInfo:
@@ -313,21 +323,40 @@ class _State:
         self.backend.ok("connect")
 
 
+def _direct_acquire(pool: Any) -> Any:
+    """``timeout -> awaitable connection``: the cheapest way in that keeps the pool's
+    own behaviour (a subclass overriding ``acquire`` keeps its override)."""
+    try:
+        from asyncpg.pool import Pool
+
+        if getattr(type(pool), "acquire", None) is Pool.acquire:
+            return pool._acquire
+    except Exception as exc:  # an asyncpg without the attribute: the public way in
+        errors.report("asyncpg acquire path", exc)
+    acquire = pool.acquire
+    return lambda timeout: acquire(timeout=timeout)
+
+
 def _queries(raw: Any) -> int:
     proto = getattr(raw, "_protocol", None)
     return int(getattr(proto, "queries_count", 0)) if proto is not None else 0
 
 
+_new_object = object.__new__
+
+
 class _AcquireContext:
-    """What ``InstrumentedPool.acquire()`` returns: ``async with`` or ``await``."""
+    """What ``InstrumentedPool.acquire()`` returns: ``async with`` or ``await``.
+
+    The hot path is written out in ``__aenter__``/``__aexit__`` rather than shared
+    through helpers: every Python call there is paid on every acquire (issue 18 counts
+    them; bench/overhead_adapters.py prints the count)."""
 
     __slots__ = ("_conn", "_done", "_pool", "_timeout")
-
-    def __init__(self, pool: InstrumentedPool, timeout: float | None) -> None:
-        self._pool = pool
-        self._timeout = timeout
-        self._conn: Any = None
-        self._done = False
+    _pool: InstrumentedPool
+    _timeout: float | None
+    _conn: Any
+    _done: bool
 
     async def __aenter__(self) -> Any:
         if self._conn is not None or self._done:
@@ -335,15 +364,49 @@ class _AcquireContext:
             from asyncpg import exceptions
 
             raise exceptions.InterfaceError("a connection is already acquired")
-        # up=1: this __aenter__ frame lies between _ps_acquire and the application.
-        self._conn = await self._pool._ps_acquire(self._timeout, 1)
-        return self._conn
+        proxy = self._pool
+        st = proxy._ps_state
+        timeout = self._timeout
+        start = _clock()
+        st.waiting += 1
+        try:
+            con = await st.raw_acquire(timeout)
+        except asyncio.TimeoutError:
+            st.waiting -= 1
+            proxy._ps_timeout(start, timeout)
+            raise
+        except BaseException as exc:
+            st.waiting -= 1
+            proxy._ps_failed(exc)
+            raise
+        st.waiting -= 1
+        self._conn = con
+        try:
+            raw = con._con
+            info = st.by_key.get(id(raw)) or st.track(raw)
+            info.held = True
+            # One call takes the site (this frame is the pool's acquire: up=0), the
+            # task (from the pool's loop) and the clock reading.
+            now = _clock()
+            st.handle.acquired_here(info.id, now - start, now, st.loop, 0)
+        except Exception as exc:
+            errors.report("asyncpg acquire", exc)
+        return con
 
     async def __aexit__(self, *exc: object) -> None:
         self._done = True
         con = self._conn
         self._conn = None
-        await self._pool.release(con)
+        st = self._pool._ps_state
+        try:
+            info = st.by_key.get(id(con._con))
+            if info is not None and info.held:
+                info.held = False
+                info.idle_since = now = _clock()
+                st.handle.released(info.id, None, now)
+        except Exception as exc:
+            errors.report("asyncpg release", exc)
+        await st.raw_release(con)
 
     def __await__(self) -> Any:
         self._done = True
@@ -381,14 +444,21 @@ class InstrumentedPool:
 
     # -- acquire / release (the hot path) ----------------------------------------------
     def acquire(self, *, timeout: float | None = None) -> _AcquireContext:
-        return _AcquireContext(self, timeout)
+        # Built without __init__: one Python call fewer on every acquire.
+        ctx: _AcquireContext = _new_object(_AcquireContext)
+        ctx._pool = self
+        ctx._timeout = timeout
+        ctx._conn = None
+        ctx._done = False
+        return ctx
 
     async def _ps_acquire(self, timeout: float | None, up: int = 0) -> Any:
+        """``await pool.acquire()`` (``async with`` goes through ``_AcquireContext``)."""
         st = self._ps_state
         start = _clock()
         st.waiting += 1
         try:
-            con = await self._ps_pool.acquire(timeout=timeout)
+            con = await st.raw_acquire(timeout)
         except asyncio.TimeoutError:
             st.waiting -= 1
             self._ps_timeout(start, timeout)
@@ -399,14 +469,13 @@ class InstrumentedPool:
             raise
         st.waiting -= 1
         try:
-            h = st.handle
             raw = con._con
-            info = st.ids.by_key.get(id(raw)) or st.track(raw)
+            info = st.by_key.get(id(raw)) or st.track(raw)
             info.held = True
             # One call takes the site (at the depth stated: no frame walk for the
             # common case), the task (from the pool's loop) and the clock reading.
             now = _clock()
-            h.acquired_here(info.id, now - start, now, self._ps_pool._loop, up)
+            st.handle.acquired_here(info.id, now - start, now, st.loop, up)
         except Exception as exc:
             errors.report("asyncpg acquire", exc)
         return con
@@ -434,14 +503,16 @@ class InstrumentedPool:
         st = self._ps_state
         try:
             raw = getattr(connection, "_con", None)
-            info = st.ids.by_key.get(id(raw)) if raw is not None else None
+            info = st.by_key.get(id(raw)) if raw is not None else None
             if info is not None and info.held:
                 info.held = False
                 info.idle_since = now = _clock()
                 st.handle.released(info.id, None, now)
         except Exception as exc:
             errors.report("asyncpg release", exc)
-        return await self._ps_pool.release(connection, timeout=timeout)  # type: ignore[no-any-return]
+        if timeout is None:
+            return await st.raw_release(connection)  # type: ignore[no-any-return]
+        return await st.raw_release(connection, timeout=timeout)  # type: ignore[no-any-return]
 
     # -- pool-level queries: asyncpg acquires internally, so do it through the proxy ---
     async def execute(self, query: str, *args: Any, timeout: float | None = None) -> Any:
@@ -564,6 +635,7 @@ class AsyncpgAdapter:
     attaches: Attachment = "proxy"
     private_attributes: tuple[str, ...] = (
         "asyncpg.pool:Pool._connect",
+        "asyncpg.pool:Pool._acquire",
         "asyncpg.pool:Pool._holders",
         "asyncpg.pool:Pool._loop",
         "asyncpg.pool:Pool._generation",

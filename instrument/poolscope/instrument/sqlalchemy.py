@@ -23,10 +23,9 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-import weakref
 from typing import Any
 
-from . import errors
+from . import errors, sites
 from .adapter import Attachment, Options, class_names, registry
 from .adapters import (
     AsyncProbe,
@@ -57,13 +56,6 @@ _current_task = asyncio.current_task
 _get_ident = threading.get_ident
 
 
-def _holder() -> Any:
-    # Under AsyncEngine the pool runs in a greenlet inside the application's task.
-    if _get_running_loop() is not None:
-        return _current_task()
-    return _get_ident()
-
-
 class _State:
     def __init__(self, pool: Any, handle: PoolHandle, runtime: Runtime) -> None:
         self.pool = pool
@@ -73,7 +65,7 @@ class _State:
         self.waiting = 0
         self.held = 0
         self.waits: dict[int, float] = {}  # id(record) -> wait measured in _do_get
-        self.fairies: dict[int, Any] = {}  # id(dbapi conn) -> weakref to the checked-out fairy
+        self.by_key = self.ids.by_key  # id(dbapi conn) -> ConnInfo, looked up per checkout
         self.queue_pool = hasattr(pool, "checkedout") and hasattr(pool, "_pool")
         # An AsyncEngine instrumented before its loop runs (a module-level engine):
         # the heartbeat's interval, started on the first checkout inside the loop.
@@ -95,41 +87,52 @@ class _State:
         if self.deferred_heartbeat is not None:
             _start_async(self, self.deferred_heartbeat)
         try:
-            info = self.ids.get(dbapi_con) or self.ids.add(dbapi_con)
+            info = self.by_key.get(id(dbapi_con)) or self.ids.add(dbapi_con)
             info.held = True
             self.held += 1
-            wait = self.waits.pop(id(rec), 0.0)
+            # Proven leaks: SQLAlchemy already keeps a weak reference to the fairy it
+            # hands out (its own garbage-collection hook checks the connection back
+            # in). Holding on to that one costs an attribute store; making our own
+            # weakref and callback per checkout cost ~1 us.
+            info.checkout_ref = rec.fairy_ref
             h = self.handle
-            h.acquired(info.id, wait, h.capture_site(), _holder())
-            self.fairies[id(dbapi_con)] = weakref.ref(fairy, self._fairy_gone(dbapi_con, info))
+            depth = h.site_depth
+            try:
+                # Frames: capture, this listener, then SQLAlchemy's (skipped as internal).
+                site = sites.capture(depth, 2) if depth else None
+            except Exception as exc:  # the checkout is still recorded, without a site
+                errors.report("site capture", exc)
+                site = None
+            # Under AsyncEngine the pool runs in a greenlet inside the application's task.
+            holder = _current_task() if _get_running_loop() is not None else _get_ident()
+            h.acquired(info.id, self.waits.pop(id(rec), 0.0), site, holder)
         except Exception as exc:
             errors.report("sqlalchemy checkout", exc)
-
-    def _fairy_gone(self, dbapi_con: Any, info: ConnInfo) -> Any:
-        key = id(dbapi_con)
-
-        def gone(_ref: Any) -> None:
-            # The application dropped a connection it never checked in.
-            if info.held and self.fairies.get(key) is _ref:
-                self.proven(info)
-
-        return gone
 
     def proven(self, info: ConnInfo) -> None:
         if info.hint != "gc":
             info.hint = "gc"
             self.handle.event("leak", conn=info.id, proven=True)
 
+    def _check_gc(self, info: ConnInfo) -> None:
+        """The checked-out fairy was garbage-collected: a proven leak."""
+        ref = info.checkout_ref
+        info.checkout_ref = None
+        if ref is not None and ref() is None:
+            self.proven(info)
+
     def on_checkin(self, dbapi_con: Any, rec: Any) -> None:
         try:
             if dbapi_con is None:
                 return
-            info = self.ids.get(dbapi_con)
+            info = self.by_key.get(id(dbapi_con))
             if info is None or not info.held:
                 return
-            ref = self.fairies.pop(id(dbapi_con), None)
-            if ref is not None and ref() is None:
-                self.proven(info)  # checked in by SQLAlchemy's garbage-collection hook
+            ref = info.checkout_ref
+            if ref is not None:
+                info.checkout_ref = None
+                if ref() is None:
+                    self.proven(info)  # checked in by SQLAlchemy's garbage-collection hook
             info.held = False
             self.held -= 1
             if info.hint == "gc":
@@ -163,9 +166,12 @@ class _State:
             if info is None:
                 return
             if info.held:
+                # An async engine's garbage-collection hook detaches the connection of
+                # a dropped fairy instead of checking it in.
+                self._check_gc(info)
                 info.held = False
                 self.held -= 1
-            self.fairies.pop(id(dbapi_con), None)
+            info.checkout_ref = None
             if reason is None:
                 if info.hint == "gc":
                     reason = "gc_leak"
@@ -461,6 +467,7 @@ class SQLAlchemyAdapter:
         "sqlalchemy.pool:QueuePool.checkedout",
         "sqlalchemy.pool:QueuePool.checkedin",
         "sqlalchemy.pool.base:_ConnectionRecord.dbapi_connection",
+        "sqlalchemy.pool.base:_ConnectionRecord.fairy_ref",
         "sqlalchemy.pool.base:_ConnectionRecord.invalidate",
     )
 
