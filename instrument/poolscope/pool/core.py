@@ -128,42 +128,7 @@ class Pool(HandOff[C], Maintenance[C], Heartbeat[C]):
         name: str | None = None,
         target: str = "",
     ) -> None:
-        lo, hi = check_options(
-            factory=factory,
-            min_size=min_size,
-            max_size=max_size,
-            acquire_timeout=acquire_timeout,
-            idle_timeout=idle_timeout,
-            max_lifetime=max_lifetime,
-            lifetime_jitter=lifetime_jitter,
-            max_idle=max_idle,
-            ping=ping,
-            reset=reset,
-            reset_timeout=reset_timeout,
-            test_on_borrow=test_on_borrow,
-            test_on_return=test_on_return,
-            validation_interval=validation_interval,
-            validation_timeout=validation_timeout,
-            borrow_ping_skip=borrow_ping_skip,
-            heartbeat_interval=heartbeat_interval,
-            heartbeat_timeout=heartbeat_timeout,
-            backoff_base=backoff_base,
-            backoff_cap=backoff_cap,
-            breaker_threshold=breaker_threshold,
-            breaker_reset=breaker_reset,
-            leak_threshold=leak_threshold,
-            reclaim_after=reclaim_after,
-            warmup_required=warmup_required,
-            autoscale=autoscale,
-            autoscale_min=autoscale_min,
-            autoscale_max=autoscale_max,
-            autoscale_interval=autoscale_interval,
-            autoscale_cooldown=autoscale_cooldown,
-            maintenance_interval=maintenance_interval,
-            close_timeout=close_timeout,
-            name=name,
-            target=target,
-        )
+        lo, hi = check_options(locals())  # before any other local is bound
 
         self._factory = factory
         self.min_size = min_size
