@@ -37,9 +37,12 @@ DRAIN_CHUNK = 2048
 #: Chunks drained per tick at most (a backlog is worked off in ticks of this size).
 TICK_CHUNKS = 8
 #: Overloaded (the recorder dropping), a tick stops draining after this much CPU ...
-TICK_BUDGET = 0.01
+TICK_BUDGET = 0.005
 #: ... and the thread then sleeps so that it keeps at most this share of the GIL.
 BACKGROUND_SHARE = 0.2
+#: Overloaded, events are drained in smaller chunks: short ticks, so accepts and
+#: greetings never wait long for the next one.
+OVERLOAD_CHUNK = 512
 STATE_INTERVAL = 1.0
 LEAK_CHECK_INTERVAL = 0.25
 MAX_SITES = 10_000
@@ -445,13 +448,14 @@ class Runtime:
                 except Exception as exc:
                     errors.report("stream server", exc)
             overloaded = self._overloaded()
+            chunk = OVERLOAD_CHUNK if overloaded else DRAIN_CHUNK
             try:
-                more = self._drain()
+                more = self._drain(chunk)
                 chunks = 1
                 while more and chunks < TICK_CHUNKS and not (server and server.lagging()):
                     if overloaded and time.thread_time() - cpu0 >= TICK_BUDGET:
                         break
-                    more = self._drain()
+                    more = self._drain(chunk)
                     chunks += 1
             except Exception as exc:
                 errors.report("drain", exc)
@@ -609,7 +613,7 @@ class Runtime:
                 item[key] = errors.redact(value)
         return item
 
-    def _drain(self) -> bool:
+    def _drain(self, limit: int = DRAIN_CHUNK) -> bool:
         """Fold and send up to DRAIN_CHUNK buffered events; True if more are waiting.
 
         Events are folded here, in order. The hot-path tuples (acquire, release) never
@@ -620,7 +624,7 @@ class Runtime:
         ``apply`` and ``encode``.
         """
         self._offset = offset = time.time() - time.perf_counter()
-        items = self.recorder.drain(DRAIN_CHUNK)
+        items = self.recorder.drain(limit)
         dropped = self.recorder.take_dropped()
         server = self.server
         want_lines = server is not None and bool(server.observers)

@@ -53,6 +53,8 @@ MAX_OBSERVERS = 64
 MAX_PENDING = 16
 #: Seconds an observer with a full queue may read nothing before it is closed.
 STALL_TIMEOUT = 60.0
+#: Seconds an observer may take nothing and still hold the drain back for it.
+LAG_GRACE = 5.0
 #: Seconds a connection has to send its token line.
 AUTH_TIMEOUT = 5.0
 #: Most bytes an auth line may have.
@@ -596,9 +598,10 @@ class StreamServer:
 
     def lagging(self) -> bool:
         """True when an observer that is still reading has its queue over half full
-        (one that took nothing for a second is stalled: it only costs drops)."""
+        (one that took nothing for LAG_GRACE seconds is stalled: it only costs drops;
+        a reader descheduled for a moment on a busy machine is not)."""
         half = self._capacity // 2
-        recent = time.monotonic() - 1.0
+        recent = time.monotonic() - LAG_GRACE
         return any(len(ob.queue) > half and ob.progress >= recent for ob in self.observers)
 
     async def flush(self, timeout: float) -> None:
