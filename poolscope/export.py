@@ -20,7 +20,6 @@ import json
 import logging
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -29,8 +28,8 @@ from prometheus_client.exposition import choose_encoder
 from poolscope.client import CONNECTED, DISCONNECTED, StreamClient
 from poolscope.endpoint import Endpoint
 from poolscope.events import Event
+from poolscope.follow import StreamFollower
 from poolscope.metrics import Family, Series, Source, families, to_client
-from poolscope.model import PoolState
 from poolscope.pgview import INTERVAL as PG_INTERVAL
 from poolscope.pgview import METRICS as PG_METRICS
 from poolscope.pgview import PgView, Snapshot
@@ -49,16 +48,14 @@ TARGET_UP_HELP = (
 )
 
 
-@dataclass
-class Target:
-    """One endpoint the exporter follows."""
+class Target(StreamFollower):
+    """One endpoint the exporter follows: a :class:`StreamFollower` whose state
+    lasts one connection (no stale series from a stream that dropped)."""
 
-    endpoint: Endpoint
-    client: StreamClient
-    state: PoolState | None = None
-    synced: bool = False
-    last_error: str = ""
-    changed: float = field(default_factory=time.time)
+    def __init__(self, endpoint: Endpoint, client: StreamClient) -> None:
+        super().__init__(per_connection=True)
+        self.endpoint = endpoint
+        self.client = client
 
     @property
     def error(self) -> str:
@@ -67,34 +64,18 @@ class Target:
 
     @property
     def up(self) -> bool:
-        return self.state is not None and self.synced
+        """Connected, and the connection delivered the application's state."""
+        return self.connected and self.synced
 
     def labels(self) -> dict[str, str]:
-        proc = self.state.process if self.state is not None else {}
+        proc = self.state.process
         return {
             PROCESS_LABEL: str(proc.get("process") or "?"),
             PID_LABEL: str(proc.get("pid") or "?"),
         }
 
     def apply(self, ev: Event) -> None:
-        kind = ev.get("type")
-        if kind == CONNECTED:
-            # A new connection starts from nothing: the server sends hello + sync.
-            self.state = PoolState()
-            self.synced = False
-            self.changed = time.time()
-            return
-        if kind == DISCONNECTED:
-            self.state = None
-            self.synced = False
-            self.last_error = str(ev.get("error", ""))
-            self.changed = time.time()
-            return
-        if self.state is None:
-            self.state = PoolState()
-        self.state.apply(ev)
-        if kind == "sync":
-            self.synced = True
+        self.follow(ev, time.time())
 
 
 class Exporter:
@@ -132,7 +113,7 @@ class Exporter:
             while True:
                 states = []
                 for t in self.targets:
-                    if t.up and t.state is not None:
+                    if t.up:
                         labels = t.labels()
                         states.append((f"{labels[PROCESS_LABEL]}@{labels[PID_LABEL]}", t.state))
                 self.pg_snapshot = await pg.sample(states)
@@ -155,7 +136,7 @@ class Exporter:
         sources: list[Source] = []
         seen: set[tuple[str, str]] = set()
         for t in self.targets:
-            if not t.up or t.state is None:
+            if not t.up:
                 continue
             labels = t.labels()
             key = (labels[PROCESS_LABEL], labels[PID_LABEL])

@@ -34,6 +34,7 @@ from poolscope.client import (
 from poolscope.commands.common import positive_float, positive_int
 from poolscope.endpoint import Endpoint, EndpointError, parse_endpoint
 from poolscope.events import Event
+from poolscope.follow import StreamFollower
 from poolscope.model import PoolState
 from poolscope.span import Span
 
@@ -122,15 +123,25 @@ def _resolve(source: str) -> Path | Endpoint:
 
 
 class _Folder:
-    """The state and the span, folded one event at a time (nothing is kept)."""
+    """The state and the span, folded one event at a time (nothing is kept).
 
-    def __init__(self, window: float | None) -> None:
-        self.state = PoolState()
+    The state is a :class:`StreamFollower`'s (live: across reconnects, like the TUI);
+    the span sees the protocol's events only, not the client's connection events.
+    """
+
+    def __init__(self, window: float | None, *, live: bool = False) -> None:
+        self.stream = StreamFollower(live=live)
         self.span = Span(window=window)
         self.events = 0
 
+    @property
+    def state(self) -> PoolState:
+        return self.stream.state
+
     def apply(self, ev: Event) -> None:
-        self.state.apply(ev)
+        self.stream.follow(ev, time.time())
+        if ev.get("type") in (CONNECTED, DISCONNECTED):
+            return
         self.span.apply(ev)
         self.events += 1
 
@@ -170,15 +181,11 @@ async def _watch(endpoint: Endpoint, duration: float, token: str | None, folder:
         raise CommandError(f"cannot advise: {exc}") from None
     print(f"poolscope advise: watching {endpoint} for {duration:g}s ...", file=sys.stderr)
     client = StreamClient(endpoint, token=token)
-    refused = ""
 
     async def pump() -> None:
-        nonlocal refused
         async for ev in client.events():
-            if ev["type"] not in (CONNECTED, DISCONNECTED):
-                folder.apply(ev)
-            elif ev.get("incompatible"):
-                refused = str(ev.get("error", "incompatible stream"))
+            folder.apply(ev)
+            if folder.stream.refused:
                 return
 
     task = asyncio.ensure_future(pump())
@@ -189,8 +196,8 @@ async def _watch(endpoint: Endpoint, duration: float, token: str | None, folder:
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await task
         client.close()
-    if refused:
-        raise CommandError(f"cannot advise: {endpoint}: {refused}")
+    if folder.stream.refused:
+        raise CommandError(f"cannot advise: {endpoint}: {folder.stream.refused}")
     if not folder.events:
         raise CommandError(f"cannot advise: {endpoint} sent nothing in {duration:g}s")
 

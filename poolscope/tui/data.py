@@ -1,8 +1,9 @@
 """Where the TUI's data comes from: live endpoints (a fold thread) or a recording.
 
-Every attached process is a :class:`ProcessFeed`: its folded :class:`PoolState`
-plus what the observer knows about the connection (connected, disconnected
-since, events/s). A *source* owns the feeds and a lock; the screen reads the
+Every attached process is a :class:`ProcessFeed`: a
+:class:`~poolscope.follow.StreamFollower` (its folded state and what the observer
+knows about the connection: connected, disconnected since) plus its events log and
+events/s. A *source* owns the feeds and a lock; the screen reads the
 feeds under the lock on its own timer, so folding never waits for drawing and
 a burst of events costs one redraw, not one per event.
 """
@@ -21,7 +22,7 @@ from typing import Protocol
 from poolscope.client import CONNECTED, DISCONNECTED, FileFeed, StreamClient
 from poolscope.endpoint import Endpoint
 from poolscope.events import Event
-from poolscope.model import PoolState, Sample
+from poolscope.follow import StreamFollower
 from poolscope.textsafe import visible
 
 #: Recent events of every type (the acquire/release churn too) kept per process.
@@ -66,58 +67,25 @@ def is_incident(ev: Event) -> bool:
     return etype == "heartbeat" and ev.get("ok") is False and not ev.get("skipped")
 
 
-class ProcessFeed:
-    """One attached process (or recording): its state and connection status."""
+class ProcessFeed(StreamFollower):
+    """One attached process (or recording): its state and connection status (the
+    :class:`StreamFollower`'s, kept across reconnects), plus the events log."""
 
     def __init__(self, label: str, *, endpoint: Endpoint | None = None, live: bool = True) -> None:
+        super().__init__(live=live, windowed=True)
         self.label = visible(label)  # an endpoint or a file name: shown in the header
         self.endpoint = endpoint
-        self.live = live
-        self.state = PoolState(windowed=True)
-        self.connected = not live
-        self.ever_connected = not live
-        self.disconnected_since: float | None = None
-        self.last_error = ""
-        self.started: float | None = None  # the application's start time, from ``sync``
         self.seq = 0  # events applied, across reconnects (the model's count restarts)
         self.log: deque[tuple[int, Event]] = deque(maxlen=LOG_KEPT)
         self.incidents: deque[tuple[int, Event]] = deque(maxlen=INCIDENTS_KEPT)
         # (clock, seq) about once a second: events/s is a difference of two marks.
         self._marks: deque[tuple[float, int]] = deque(maxlen=32)
-        self._history: dict[str, deque[Sample]] = {}
 
     def apply(self, ev: Event, clock: float) -> None:
         """Fold one event in; ``clock`` is wall time live, the data's time in replay."""
-        etype = ev.get("type")
-        if etype == CONNECTED:
-            self.connected = self.ever_connected = True
-            self.disconnected_since = None
-            self.last_error = ""
-        elif etype == DISCONNECTED:
-            self.connected = False
-            t = ev.get("t")
-            self.disconnected_since = float(t) if isinstance(t, (int, float)) else clock
-            self.last_error = str(ev.get("error", ""))
-        else:
-            before = self.state.pools if etype == "sync" else None
-            self.state.apply(ev)
-            if before is not None:
-                # A restarted application's sync may not know a pool yet (it is
-                # created later): keep its utilisation history for when it does.
-                for name, pool in before.items():
-                    if name not in self.state.pools and pool.series:
-                        self._history[name] = pool.series
-            elif self._history:
-                self._restore_history(ev)
-            if etype == "sync":
-                started = self.state.process.get("t")
-                sync_state = ev.get("state")
-                if isinstance(sync_state, dict) and isinstance(sync_state.get("process"), dict):
-                    started = sync_state["process"].get("t", started)
-                if isinstance(started, (int, float)):
-                    self.started = float(started)
+        self.follow(ev, clock)
         self.seq += 1
-        if etype not in LOG_SKIP:
+        if ev.get("type") not in LOG_SKIP:
             self.log.append((self.seq, ev))
             if is_incident(ev):
                 self.incidents.append((self.seq, ev))
@@ -129,17 +97,6 @@ class ProcessFeed:
         """(seq, event) oldest first: the incident log, or with ``churn`` every recent
         event (acquires and releases too, but only the last LOG_KEPT)."""
         return self.log if churn else self.incidents
-
-    def _restore_history(self, ev: Event) -> None:
-        name = ev.get("pool")
-        if not isinstance(name, str) or name not in self._history:
-            return
-        pool = self.state.pools.get(name)
-        if pool is None:
-            return
-        old = self._history.pop(name)
-        cutoff = pool.series[0].t if pool.series else float("inf")
-        pool.series.extendleft(reversed([x for x in old if x.t < cutoff]))
 
     def events_per_second(self, clock: float, window: float = 5.0) -> float:
         """Events per second over about the last ``window`` seconds of ``clock``."""

@@ -1,0 +1,110 @@
+"""Following one stream: its connection status and its folded state, event by event.
+
+A :class:`~poolscope.client.StreamClient` yields the protocol's events plus two
+local ones about its own connection (``connected``, ``disconnected``). What an
+observer makes of them is decided here, once, for the TUI (``ProcessFeed``) and
+the exporter (``Target``): whether it is connected and since when it is not, the
+last error, whether the stream was refused (a protocol this poolscope cannot
+read), whether the current connection delivered its ``sync``, when the
+application started, and the state folded from it all.
+
+Two policies, because the two consumers need different things when a stream drops:
+
+- ``per_connection=False`` (the TUI): the state goes on across reconnects, so the
+  screen keeps showing the last known state (marked disconnected), and the
+  utilisation history of a restarted application is kept, including for a pool
+  its first ``sync`` does not know yet (the fold keeps it for pools it does know);
+- ``per_connection=True`` (the exporter): each connection starts from an empty
+  state, and a dropped stream has none, so no stale series are served.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from poolscope.client import CONNECTED, DISCONNECTED
+from poolscope.events import Event
+from poolscope.model import PoolState, Sample
+
+
+class StreamFollower:
+    """One stream's connection status and state (see the module docstring)."""
+
+    def __init__(
+        self, *, live: bool = True, windowed: bool = False, per_connection: bool = False
+    ) -> None:
+        self.live = live
+        self.windowed = windowed
+        self.per_connection = per_connection
+        self.state = PoolState(windowed=windowed)
+        #: A recording is "connected" from the start; a live stream once it connects.
+        self.connected = not live
+        self.ever_connected = not live
+        self.disconnected_since: float | None = None
+        self.last_error = ""
+        #: Why this poolscope cannot read the stream ("" unless the client said so).
+        self.refused = ""
+        #: The current connection delivered its ``sync`` (the full state).
+        self.synced = False
+        self.started: float | None = None  # the application's start time, from ``sync``
+        self.changed = time.time()  # wall time of the last connect or disconnect
+        # Utilisation history of pools a restarted application's sync did not know.
+        self._parked: dict[str, deque[Sample]] = {}
+
+    def follow(self, ev: Event, clock: float) -> None:
+        """Take one event in; ``clock`` is wall time live, the data's time in replay."""
+        etype = ev.get("type")
+        if etype == CONNECTED:
+            self.connected = self.ever_connected = True
+            self.disconnected_since = None
+            self.last_error = ""
+            self._new_connection()
+        elif etype == DISCONNECTED:
+            self.connected = False
+            t = ev.get("t")
+            self.disconnected_since = float(t) if isinstance(t, (int, float)) else clock
+            self.last_error = str(ev.get("error", ""))
+            if ev.get("incompatible"):
+                self.refused = self.last_error or "incompatible stream"
+            self._new_connection()
+        elif etype == "sync":
+            before = self.state.pools
+            self.state.apply(ev)
+            self.synced = True
+            # A restarted application's sync may not know a pool yet (it is created
+            # later): keep its utilisation history for when it does.
+            for name, pool in before.items():
+                if name not in self.state.pools and pool.series:
+                    self._parked[name] = pool.series
+            self._note_start(ev)
+        else:
+            self.state.apply(ev)
+            if self._parked:
+                self._unpark(ev)
+
+    def _new_connection(self) -> None:
+        self.synced = False
+        self.changed = time.time()
+        if self.per_connection:
+            self.state = PoolState(windowed=self.windowed)
+            self._parked.clear()
+
+    def _note_start(self, ev: Event) -> None:
+        started = self.state.process.get("t")
+        sync_state = ev.get("state")
+        if isinstance(sync_state, dict) and isinstance(sync_state.get("process"), dict):
+            started = sync_state["process"].get("t", started)
+        if isinstance(started, (int, float)):
+            self.started = float(started)
+
+    def _unpark(self, ev: Event) -> None:
+        name = ev.get("pool")
+        if not isinstance(name, str) or name not in self._parked:
+            return
+        pool = self.state.pools.get(name)
+        if pool is None:
+            return
+        old = self._parked.pop(name)
+        cutoff = pool.series[0].t if pool.series else float("inf")
+        pool.series.extendleft(reversed([x for x in old if x.t < cutoff]))
