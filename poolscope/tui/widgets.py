@@ -4,11 +4,11 @@ only when visible and at most once a second."""
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 from rich.text import Text
 from textual.widgets import DataTable, Static
-from textual.widgets.data_table import ColumnKey
+from textual.widgets.data_table import ColumnKey, RowKey
 
 
 class KeyedTable(DataTable[Text]):
@@ -90,6 +90,13 @@ class KeyedTable(DataTable[Text]):
             )
             if max(widest, column.label.cell_len) != column.content_width:
                 self.update_cell(key, name, self._cells[key][col], update_width=True)
+
+    def _update_dimensions(self, new_rows: Iterable[RowKey]) -> None:
+        super()._update_dimensions(new_rows)
+        # DataTable caches drawn lines by its update count, which new column widths
+        # alone do not change: a header drawn between an update and this (deferred)
+        # measure would stay at the old widths, misaligned with its rows.
+        self._clear_caches()
 
     def append(self, rows: Sequence[tuple[str, tuple[Text, ...]]], keep: int) -> None:
         """Append log rows (keys never seen before) and drop the oldest beyond ``keep``."""
