@@ -410,9 +410,11 @@ def add_arguments(p: Any) -> None:
         action="store_true",
         help=f"with --pg: show each connection's query (cut to {QUERY_CHARS} characters)",
     )
+    from poolscope.commands.common import positive_float
+
     p.add_argument(
         "--idle-tx",
-        type=float,
+        type=positive_float,
         default=DEFAULT_IDLE_TX,
         metavar="S",
         help=f"with --pg: flag a held connection idle in transaction > S s ({DEFAULT_IDLE_TX:g})",
