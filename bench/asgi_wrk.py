@@ -1,10 +1,11 @@
 """A real ASGI app under a real HTTP load generator: Starlette + asyncpg under uvicorn,
 driven by ``wrk``, bare against poolscope with its middleware and one observer.
 
-Four uvicorn processes (one worker each, loopback), running the same code, each
+Five uvicorn processes (one worker each, loopback), running the same code, each
 with its own asyncpg pool on the same throwaway PostgreSQL (``tests.pgcluster``):
 
-* bare: no poolscope import at all;
+* bare: no poolscope import at all; and bare + a do-nothing pure-ASGI middleware
+  (the floor: what any middleware layer costs in this stack);
 * instrument only: ``ps.instrument`` alone (no middleware, no observer), and
   instrument + middleware (no observer), to show where the cost goes;
 * poolscope: ``ps.instrument(pool, listen=...)`` (leak detection on at its default,
@@ -48,10 +49,21 @@ WRK_THREADS = 2
 WRK_CONNECTIONS = 32
 SETTLE = 0.3  # seconds after each run inside the CPU window: the fold catches up
 PATH = "/fast/1"
-#: bare; ``ps.instrument`` alone; plus the middleware (no observer yet); poolscope in
-#: full (instrument + middleware + one observer) - bare and poolscope are the measured
-#: pair, the two between say where the cost goes.
-CONFIGS = ("bare", "instrument", "middleware", "poolscope")
+#: bare; bare + a do-nothing ASGI middleware (the floor any middleware costs);
+#: ``ps.instrument`` alone; plus the middleware (no observer yet); poolscope in full
+#: (instrument + middleware + one observer) - bare and poolscope are the measured
+#: pair, the three between say where the cost goes.
+CONFIGS = ("bare", "floor", "instrument", "middleware", "poolscope")
+
+
+class _PassThrough:
+    """An ASGI middleware that does nothing: what any middleware layer costs here."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
 
 
 # -- the application (runs in the child: python -m bench.asgi_wrk app CONFIG DSN PORT) --
@@ -78,7 +90,7 @@ def _app(argv: list[str]) -> None:
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         raw = await asyncpg.create_pool(dsn, min_size=POOL_SIZE, max_size=POOL_SIZE)
         ready: dict[str, Any] = {"pid": os.getpid()}
-        if config != "bare":
+        if config not in ("bare", "floor"):
             import poolscope.instrument as ps
 
             leak = None if config == "leak-off" else 30.0
@@ -95,6 +107,8 @@ def _app(argv: list[str]) -> None:
         from poolscope.instrument.asgi import PoolscopeMiddleware
 
         middleware.append(Middleware(PoolscopeMiddleware))
+    elif config == "floor":
+        middleware.append(Middleware(_PassThrough))
     app = Starlette(routes=[Route("/fast/{n:int}", fast)], middleware=middleware, lifespan=lifespan)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
 
@@ -304,7 +318,7 @@ def run(quick: bool) -> dict[str, Any]:
     except PgUnavailable as exc:
         return {"skipped": str(exc), "markdown": f"Skipped: {exc}"}
     load_after = _load_average()
-    b, m, w, i = res["bare"], res["instrument"], res["middleware"], res["poolscope"]
+    b, f, m, w, i = (res[c] for c in CONFIGS)
     ratios = [y["rps"] / x["rps"] for x, y in zip(b, i, strict=True)]
     p50d = [y["p50"] / x["p50"] - 1 for x, y in zip(b, i, strict=True)]
     p99d = [y["p99"] / x["p99"] - 1 for x, y in zip(b, i, strict=True)]
@@ -316,12 +330,13 @@ def run(quick: bool) -> dict[str, Any]:
     bgd = [y["cpu_per_request"] - y["loop_thread_cpu_per_request"] for y in i]
     m_ratios = [y["rps"] / x["rps"] for x, y in zip(b, m, strict=True)]
     m_cpud = [y["cpu_per_request"] - x["cpu_per_request"] for x, y in zip(b, m, strict=True)]
+    f_cpud = [y["cpu_per_request"] - x["cpu_per_request"] for x, y in zip(b, f, strict=True)]
     w_ratios = [y["rps"] / x["rps"] for x, y in zip(b, w, strict=True)]
     w_cpud = [y["cpu_per_request"] - x["cpu_per_request"] for x, y in zip(b, w, strict=True)]
     ratio, p99 = statistics.median(ratios), statistics.median(p99d)
     v_ratio = "PASS" if ratio >= TARGET_RATIO else "FAIL"
     v_p99 = "PASS" if p99 <= TARGET_P99 else "FAIL"
-    errors = sum(r["non_2xx"] + r["socket_errors"] for r in b + m + w + i)
+    errors = sum(r["non_2xx"] + r["socket_errors"] for r in b + f + m + w + i)
 
     def row(name: str, runs: list[dict[str, float]]) -> list[str]:
         return [
@@ -344,13 +359,15 @@ def run(quick: bool) -> dict[str, Any]:
         f"server in turn, {pairs} interleaved rounds (who goes first rotates). poolscope = "
         f"`ps.instrument` (leak detection on, 30 s), `PoolscopeMiddleware`, stream server, "
         f"one `poolscope record` observer attached; instrument only = `ps.instrument` "
-        f"alone, + middleware = with `PoolscopeMiddleware` too (neither has an observer), "
+        f"alone, + middleware = with `PoolscopeMiddleware` too (neither has an observer); "
+        f"floor = bare with a do-nothing ASGI middleware, what any middleware layer costs; "
         f"to show where the cost goes. "
         f"Values: median (min to max) over the runs.",
         "",
         header,
         "|---|---|---|---|---|---|",
         "| " + " | ".join(row("bare", b)) + " |",
+        "| " + " | ".join(row("bare + do-nothing middleware (floor)", f)) + " |",
         "| " + " | ".join(row("instrument only", m)) + " |",
         "| " + " | ".join(row("instrument + middleware", w)) + " |",
         "| " + " | ".join(row("poolscope + middleware + observer", i)) + " |",
@@ -366,7 +383,8 @@ def run(quick: bool) -> dict[str, Any]:
         f"target <= +{TARGET_P99 * 100:.0f}%: **{v_p99}**",
         f"- whole-process CPU per request: {_spread([d * 1e6 for d in cpud], '{:+.1f} us')} "
         f"(instrument only: {_spread([d * 1e6 for d in m_cpud], '{:+.1f} us')}; "
-        f"+ middleware: {_spread([d * 1e6 for d in w_cpud], '{:+.1f} us')}); of it, "
+        f"+ middleware: {_spread([d * 1e6 for d in w_cpud], '{:+.1f} us')}; floor: "
+        f"{_spread([d * 1e6 for d in f_cpud], '{:+.1f} us')}); of it, "
         f"the loop's thread {_spread([d * 1e6 for d in loopd], '{:+.1f} us')} and "
         f"poolscope's background thread {_spread([d * 1e6 for d in bgd], '{:.1f} us')}; "
         f"the observer process, on the same cores, "
@@ -380,9 +398,10 @@ def run(quick: bool) -> dict[str, Any]:
     ]
     notes = (
         f"Machine: 2 shared cores with other agents' work running (load average "
-        f"{load_before} before, {load_after} after); PostgreSQL, the four uvicorn processes, "
-        f"wrk and the observer all share those two cores, so one run's throughput moves "
-        f"by several percent and the paired ratios' spread is the honest error bar."
+        f"{load_before} before, {load_after} after); PostgreSQL, the five uvicorn "
+        f"processes (idle ones tick too), wrk and the observer all share those two "
+        f"cores, so one run's throughput moves by several percent and the paired "
+        f"ratios' spread is the honest error bar."
     )
     targets = [
         {
@@ -410,6 +429,7 @@ def run(quick: bool) -> dict[str, Any]:
         "background_thread_cpu_per_request": bgd,
         "instrument_only_ratios": m_ratios,
         "middleware_ratios": w_ratios,
+        "floor_cpu_per_request_deltas": f_cpud,
         "load_average": [load_before, load_after],
         "targets": targets,
         "markdown": "\n".join(lines),
