@@ -388,3 +388,45 @@ def test_pgview_join_flags_and_budget() -> None:
         [("app", st)], {101: b(101, "idle in transaction", 1.0), 102: b(102, "active", 0.2)}
     )
     assert calm.flags == [] and calm.max_connections == 0
+
+
+def test_asgi_route_template_under_a_starlette_mount() -> None:
+    """Starlette's own router and Mount, called as an ASGI server would: the route is
+    the template with the mount's prefix, found after routing."""
+    from starlette.applications import Starlette
+    from starlette.middleware import Middleware
+    from starlette.requests import Request
+    from starlette.responses import PlainTextResponse
+    from starlette.routing import Mount, Route
+
+    from poolscope.instrument.asgi import PoolscopeMiddleware
+
+    seen: list[Any] = []
+
+    async def item(request: Request) -> PlainTextResponse:
+        seen.append(tags.current_labels())
+        seen.append(asyncio.current_task().get_name())  # type: ignore[union-attr]
+        return PlainTextResponse("ok")
+
+    app = Starlette(
+        routes=[Mount("/api", routes=[Route("/items/{id:int}", item)])],
+        middleware=[Middleware(PoolscopeMiddleware)],
+    )
+    sent: list[Any] = []
+
+    async def receive() -> Any:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        sent.append(message)
+
+    scope = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET",
+        "scheme": "http", "path": "/api/items/42", "raw_path": b"/api/items/42",
+        "root_path": "", "query_string": b"", "headers": [], "server": ("127.0.0.1", 80),
+        "client": ("127.0.0.1", 1),
+    }  # fmt: skip
+
+    asyncio.run(app(scope, receive, send))
+    assert sent[0]["status"] == 200
+    assert seen == [{"route": "GET /api/items/{id}"}, "GET /api/items/{id}"]
