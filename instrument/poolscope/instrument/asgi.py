@@ -67,6 +67,15 @@ def _route_by_endpoint(scope: Scope) -> Any:
     return None
 
 
+def _current_task() -> Any:
+    """The asyncio task serving the request; None under another event loop (trio):
+    the labels still apply, only no task is renamed."""
+    try:
+        return asyncio.current_task()
+    except RuntimeError:
+        return None
+
+
 class PoolscopeMiddleware:
     """Wraps an ASGI application; see the module's documentation."""
 
@@ -82,7 +91,7 @@ class PoolscopeMiddleware:
         token = None
         try:
             method = str(scope.get("method") or "WS") if kind == "http" else "WS"
-            labels = AsgiRequestLabels(scope, method, asyncio.current_task())
+            labels = AsgiRequestLabels(scope, method, _current_task())
             labels.start()
             token = current.set(labels)
         except Exception as exc:
