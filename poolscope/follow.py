@@ -11,9 +11,8 @@ application started, and the state folded from it all.
 Two policies, because the two consumers need different things when a stream drops:
 
 - ``per_connection=False`` (the TUI): the state goes on across reconnects, so the
-  screen keeps showing the last known state (marked disconnected), and the
-  utilisation history of a restarted application is kept, including for a pool
-  its first ``sync`` does not know yet (the fold keeps it for pools it does know);
+  screen keeps showing the last known state (marked disconnected), and the fold
+  keeps a restarted application's utilisation history in front of the new one;
 - ``per_connection=True`` (the exporter): each connection starts from an empty
   state, and a dropped stream has none, so no stale series are served.
 """
@@ -21,11 +20,10 @@ Two policies, because the two consumers need different things when a stream drop
 from __future__ import annotations
 
 import time
-from collections import deque
 
 from poolscope.client import CONNECTED, DISCONNECTED
 from poolscope.events import Event
-from poolscope.model import PoolState, Sample
+from poolscope.model import PoolState
 
 
 class StreamFollower:
@@ -49,8 +47,6 @@ class StreamFollower:
         self.synced = False
         self.started: float | None = None  # the application's start time, from ``sync``
         self.changed = time.time()  # wall time of the last connect or disconnect
-        # Utilisation history of pools a restarted application's sync did not know.
-        self._parked: dict[str, deque[Sample]] = {}
 
     def follow(self, ev: Event, clock: float) -> None:
         """Take one event in; ``clock`` is wall time live, the data's time in replay."""
@@ -68,27 +64,18 @@ class StreamFollower:
             if ev.get("incompatible"):
                 self.refused = self.last_error or "incompatible stream"
             self._new_connection()
-        elif etype == "sync":
-            before = self.state.pools
-            self.state.apply(ev)
-            self.synced = True
-            # A restarted application's sync may not know a pool yet (it is created
-            # later): keep its utilisation history for when it does.
-            for name, pool in before.items():
-                if name not in self.state.pools and pool.series:
-                    self._parked[name] = pool.series
-            self._note_start(ev)
         else:
+            # The fold keeps a restarted application's history (PoolState._on_sync).
             self.state.apply(ev)
-            if self._parked:
-                self._unpark(ev)
+            if etype == "sync":
+                self.synced = True
+                self._note_start(ev)
 
     def _new_connection(self) -> None:
         self.synced = False
         self.changed = time.time()
         if self.per_connection:
             self.state = PoolState(windowed=self.windowed)
-            self._parked.clear()
 
     def _note_start(self, ev: Event) -> None:
         started = self.state.process.get("t")
@@ -97,14 +84,3 @@ class StreamFollower:
             started = sync_state["process"].get("t", started)
         if isinstance(started, (int, float)):
             self.started = float(started)
-
-    def _unpark(self, ev: Event) -> None:
-        name = ev.get("pool")
-        if not isinstance(name, str) or name not in self._parked:
-            return
-        pool = self.state.pools.get(name)
-        if pool is None:
-            return
-        old = self._parked.pop(name)
-        cutoff = pool.series[0].t if pool.series else float("inf")
-        pool.series.extendleft(reversed([x for x in old if x.t < cutoff]))

@@ -7,6 +7,7 @@ import pytest
 from poolscope.client import CONNECTED, DISCONNECTED
 from poolscope.export import Target
 from poolscope.follow import StreamFollower
+from poolscope.model import MAX_POOLS, PoolState, fold
 from poolscope.tui.data import ProcessFeed
 
 pytestmark = pytest.mark.fast
@@ -87,3 +88,28 @@ def test_export_target_and_tui_feed_are_followers() -> None:
     feed.apply(gone, T0 + 1)
     assert not target.up and target.labels() == {"process": "?", "pid": "?"}
     assert feed.state.process["pid"] == 7 and feed.disconnected_since == T0 + 1
+
+
+def _state(t: float, pool: str = "p") -> dict[str, object]:
+    return {"type": "state", "t": t, "pool": pool, "size": 1, "idle": 0, "in_use": 1}
+
+
+def test_the_fold_alone_keeps_history_for_a_pool_created_after_the_sync() -> None:
+    # The exporter's and advise's states get it too, not only the TUI's feeds.
+    st = fold([_state(T0 + i) for i in range(3)])
+    st.apply(_sync(T0 + 10, 8))  # restarted: the pool does not exist yet
+    assert "p" not in st.pools
+    st.apply(_state(T0 + 11))
+    assert [s.t - T0 for s in st.pools["p"].series] == [0, 1, 2, 11]
+    assert not st.to_dict().get("parked")  # parked history never rides in a sync
+
+
+def test_parked_history_is_bounded_like_the_pools() -> None:
+    st = PoolState()
+    for round_ in range(3):  # each sync forgets every pool the one before had
+        names = [f"r{round_}-{i}" for i in range(MAX_POOLS)]
+        st.apply(_sync(T0 + round_ * 10, 8, {}))
+        for name in names:
+            st.apply(_state(T0 + round_ * 10 + 1, name))
+    st.apply(_sync(T0 + 100, 8, {}))
+    assert len(st._parked) <= MAX_POOLS

@@ -58,6 +58,9 @@ class PoolState:
         self.now = 0.0
         #: Labels, backend pids, per-route use and wait blame (poolscope.attribution).
         self.attribution = Attribution()
+        #: Utilisation history of pools a restarted application's sync did not know
+        #: yet, until it creates them (see ``_on_sync``); never in a sync.
+        self._parked: dict[str, deque[Sample]] = {}
 
     # -- queries -----------------------------------------------------------------
     def pool(self, name: str) -> PoolMetrics:
@@ -68,6 +71,8 @@ class PoolState:
             p = self.pools[name] = PoolMetrics(name=name)
             if self.windowed:
                 p.recent = RecentWindow()
+            if self._parked:
+                _keep_older(p.series, self._parked.pop(name, None))
         return p
 
     def open_leaks(self, pool: str | None = None) -> list[Leak]:
@@ -117,14 +122,18 @@ class PoolState:
         if not isinstance(state, dict):
             raise ValueError("sync without state")
         fresh = PoolState.from_dict(state)
-        # Keep history across an application restart: older samples of a pool
-        # of the same name are kept in front of the new process's samples.
+        # History across an application restart is kept here and nowhere else: a
+        # pool of the same name keeps its older samples in front of the new
+        # process's; one the new process has not created yet keeps them parked
+        # until it does (bounded like the pools themselves).
+        parked = self._parked
+        for name, gone in self.pools.items():
+            room = name in parked or len(parked) < MAX_POOLS
+            if name not in fresh.pools and gone.series and room:
+                parked[name] = gone.series
         for name, new in fresh.pools.items():
             old = self.pools.get(name)
-            if old is not None and old.series:
-                cutoff = new.series[0].t if new.series else float("inf")
-                kept = [s for s in old.series if s.t < cutoff]
-                new.series.extendleft(reversed(kept))
+            _keep_older(new.series, old.series if old is not None else parked.pop(name, None))
             if self.windowed:
                 # Recent windows are the observer's own: they go on across a
                 # reconnect (a sync carries totals, not slots).
@@ -133,6 +142,7 @@ class PoolState:
         windowed = self.windowed
         self.__dict__.update(fresh.__dict__)
         self.windowed = windowed
+        self._parked = parked
         self.process = process or fresh.process
         self.now = max(self.now, t)
 
@@ -404,6 +414,14 @@ class PoolState:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> PoolState:
         return state_from_dict(cls, d)
+
+
+def _keep_older(series: deque[Sample], older: deque[Sample] | None) -> None:
+    """Put a previous process's samples older than ``series`` in front of it."""
+    if not older:
+        return
+    cutoff = series[0].t if series else float("inf")
+    series.extendleft(reversed([s for s in older if s.t < cutoff]))
 
 
 _HANDLERS = {
