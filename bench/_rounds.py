@@ -9,7 +9,17 @@ Worker side: ``serve(setup)`` where ``setup()`` returns ``(pair, check)``:
 ``pair()`` is one operation and ``check()`` a JSON-able dict saying whether the
 instrumentation really recorded anything. Protocol on stdin/stdout, one JSON
 line each: the worker says ``{"ready": true}``; then ``N`` -> seconds per op over
-N ops; ``check`` -> the check dict; EOF -> exit.
+N ops (``s``) and the whole process's CPU seconds per op (``cpu``:
+``time.process_time`` around the round, every thread included - the background
+thread shares the GIL, so the application pays for it too); ``check`` -> the check
+dict; EOF -> exit. ``thread`` is the acquiring thread's own CPU per op (``time.thread_time``
+over the timed loop): what the instrumentation costs inline, without its background
+thread.
+
+``setup()`` may return a fifth element, ``settle()``: called after each timed round,
+before the CPU clock is read again, to wait (sleeping, not spinning) until the
+instrumentation's background thread has folded that round's events, so their cost
+is counted in the round that made them.
 """
 
 from __future__ import annotations
@@ -39,12 +49,15 @@ def serve(setup: Setup, warmup: int = 500) -> None:
     # Optional hooks around each timed round (outside the timed region).
     before: Callable[[], Any] = parts[2] if len(parts) > 2 else _nothing  # type: ignore[misc]
     after: Callable[[], Any] = parts[3] if len(parts) > 3 else _nothing  # type: ignore[misc]
+    settle: Callable[[], Any] = parts[4] if len(parts) > 4 else _nothing  # type: ignore[misc]
     for _ in range(warmup):
         pair()
     out = sys.stdout
     out.write('{"ready": true}\n')
     out.flush()
     clock = time.perf_counter
+    cpu = time.process_time
+    thread_cpu = time.thread_time
     for line in sys.stdin:
         cmd = line.strip()
         if cmd == "check":
@@ -53,12 +66,18 @@ def serve(setup: Setup, warmup: int = 500) -> None:
             n = int(cmd)
             rng = range(n)
             before()
+            c0 = cpu()
+            a0 = thread_cpu()
             t0 = clock()
             for _ in rng:
                 pair()
             t1 = clock()
+            a1 = thread_cpu()
             after()
-            out.write(json.dumps({"s": (t1 - t0) / n}) + "\n")
+            settle()
+            c1 = cpu()
+            answer = {"s": (t1 - t0) / n, "cpu": (c1 - c0) / n, "thread": (a1 - a0) / n}
+            out.write(json.dumps(answer) + "\n")
         out.flush()
 
 
@@ -73,6 +92,8 @@ class Worker:
             text=True,
         )
         self.samples: list[float] = []
+        self.cpu: list[float] = []
+        self.thread: list[float] = []
 
     def ask(self, cmd: str) -> dict[str, Any]:
         assert self.proc.stdin is not None and self.proc.stdout is not None
@@ -109,7 +130,9 @@ def interleave(
 ) -> dict[str, dict[str, Any]]:
     """Run ``rounds`` rounds of ``ops`` operations in each config's worker, interleaved.
 
-    Returns per config: ``samples`` (seconds per op, one per round) and ``check``.
+    Returns per config: ``samples`` (seconds per op, one per round), ``cpu`` (whole
+    process CPU seconds per op, one per round, when the worker reports it), ``thread``
+    (the acquiring thread's CPU seconds per op, likewise) and ``check``.
     """
     workers = [Worker(name, argv) for name, argv in configs]
     try:
@@ -118,8 +141,21 @@ def interleave(
         for r in range(rounds):
             k = r % len(workers)
             for w in workers[k:] + workers[:k]:
-                w.samples.append(float(w.ask(str(ops))["s"]))
-        return {w.name: {"samples": w.samples, "check": w.ask("check")} for w in workers}
+                answer = w.ask(str(ops))
+                w.samples.append(float(answer["s"]))
+                if "cpu" in answer:
+                    w.cpu.append(float(answer["cpu"]))
+                if "thread" in answer:
+                    w.thread.append(float(answer["thread"]))
+        return {
+            w.name: {
+                "samples": w.samples,
+                "cpu": w.cpu,
+                "thread": w.thread,
+                "check": w.ask("check"),
+            }
+            for w in workers
+        }
     finally:
         for w in workers:
             w.close()

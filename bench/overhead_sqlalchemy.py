@@ -37,6 +37,7 @@ from bench import _rounds
 
 TARGET_VS_OTEL = 0.1  # poolscope leak-on added cost <= 1/10 of OpenTelemetry's
 TARGET_VS_FLOOR = 1.5  # poolscope leak-off added cost <= 1.5x the bare-listener floor
+TARGET_CPU_LEAK_OFF_US = 1.0  # issue 18: leak-off adds <= 1 us of whole-process CPU per pair
 
 PHASE1 = (
     "bare",
@@ -71,7 +72,7 @@ def _setup_engine(config: str, url: str) -> tuple[Any, ...]:
     elif config.startswith("poolscope"):
         check = _instrument_poolscope(engine, config)
         if config.endswith("-hot"):
-            return (lambda: engine.connect().close()), check, *_pause_background()
+            return (lambda: engine.connect().close()), check, *_pause_background(), _settle
     elif config.startswith("otel"):
         check = _instrument_otel(engine, tracing=config.endswith("tracing"))
     connect = engine.connect
@@ -79,7 +80,25 @@ def _setup_engine(config: str, url: str) -> tuple[Any, ...]:
     def pair() -> None:
         connect().close()
 
-    return pair, check
+    return pair, check, _nothing, _nothing, _settle
+
+
+def _nothing() -> None:
+    return None
+
+
+def _settle() -> None:
+    """After a timed round, before the process CPU clock is read: let poolscope's
+    background thread fold what the round recorded (and OpenTelemetry's span thread
+    export), sleeping, so that cost lands in its own round. Every configuration
+    sleeps alike; sleeping costs no CPU."""
+    import time
+
+    rt = getattr(sys.modules.get("poolscope.instrument.runtime"), "_runtime", None)
+    deadline = time.monotonic() + 10
+    while rt is not None and rt.recorder.buffer and time.monotonic() < deadline:
+        time.sleep(0.002)
+    time.sleep(0.03)  # the fold of the last drained chunk (drain interval 0.02 s)
 
 
 def _instrument_poolscope(pool: Any, config: str) -> Callable[[], dict[str, Any]]:
@@ -174,7 +193,7 @@ def _instrument_otel(engine: Any, *, tracing: bool) -> Callable[[], dict[str, An
     return check
 
 
-def _setup_psycopg(config: str, dsn: str) -> tuple[Callable[[], Any], Callable[[], dict[str, Any]]]:
+def _setup_psycopg(config: str, dsn: str) -> tuple[Any, ...]:
     from psycopg_pool import ConnectionPool
 
     pool = ConnectionPool(dsn, min_size=2, max_size=2, open=True)
@@ -188,15 +207,50 @@ def _setup_psycopg(config: str, dsn: str) -> tuple[Callable[[], Any], Callable[[
         with connection():
             pass
 
-    return pair, check
+    return pair, check, _nothing, _nothing, _settle
+
+
+def _count_calls(pair: Callable[[], Any]) -> dict[str, int]:
+    """Python function calls and C calls one pair makes on its thread (sys.setprofile)."""
+    counts = {"call": 0, "c_call": 0}
+
+    def prof(_frame: Any, event: str, _arg: Any) -> None:
+        if event in counts:
+            counts[event] += 1
+
+    sys.setprofile(prof)
+    try:
+        pair()
+    finally:
+        sys.setprofile(None)
+    counts["c_call"] -= 1  # sys.setprofile(None) itself
+    return counts
+
+
+def _with_calls(setup: Callable[[], tuple[Any, ...]]) -> Callable[[], tuple[Any, ...]]:
+    """The setup, its check also reporting the calls per pair (counted at the end)."""
+
+    def wrapped() -> tuple[Any, ...]:
+        parts = setup()
+        pair, check = parts[0], parts[1]
+
+        def check_with_calls() -> dict[str, Any]:
+            out = dict(check())
+            _count_calls(pair)  # a first run interns the new call path's code objects
+            out["calls"] = _count_calls(pair)
+            return out
+
+        return (pair, check_with_calls, *parts[2:])
+
+    return wrapped
 
 
 def _worker(argv: list[str]) -> None:
     target, config, url = argv
     if target == "psycopg":
-        _rounds.serve(lambda: _setup_psycopg(config, url))
+        _rounds.serve(_with_calls(lambda: _setup_psycopg(config, url)))
     else:
-        _rounds.serve(lambda: _setup_engine(config, url))
+        _rounds.serve(_with_calls(lambda: _setup_engine(config, url)))
 
 
 # -- driver side ---------------------------------------------------------------------
@@ -211,9 +265,15 @@ def _measure(target: str, url: str, rounds: int, ops: int) -> dict[str, Any]:
     )
     out: dict[str, Any] = {}
     for phase in (p1, p2):
-        base = next(iter(phase.values()))["samples"]
+        first = next(iter(phase.values()))
+        base, base_cpu = first["samples"], first["cpu"]
         for name, r in phase.items():
-            out[name] = {**_rounds.summary(r["samples"], base), "check": r["check"]}
+            out[name] = {
+                **_rounds.summary(r["samples"], base),
+                "cpu": _rounds.summary(r["cpu"], base_cpu),
+                "thread": _rounds.summary(r["thread"], first["thread"]),
+                "check": r["check"],
+            }
     return out
 
 
@@ -221,6 +281,17 @@ def _verdicts(res: dict[str, Any]) -> dict[str, Any]:
     floor = res["listeners"]["added_us"]
     otel = res["otel-metrics"]["added_us"]
     out: dict[str, Any] = {}
+    # Whole-process CPU (the background thread included), paired per round.
+    cpu_off = res["poolscope-leak-off"]["cpu"]["added_us"]
+    cpu_on = res["poolscope-leak-on"]["cpu"]["added_us"]
+    cpu_otel = res["otel-metrics"]["cpu"]["added_us"]
+    cpu_vs_otel = cpu_on / cpu_otel if cpu_otel > 0 else float("inf")
+    out["cpu_leak_off_added_us"] = cpu_off
+    out["thread_leak_off_added_us"] = res["poolscope-leak-off"]["thread"]["added_us"]
+    out["thread_leak_on_added_us"] = res["poolscope-leak-on"]["thread"]["added_us"]
+    out["cpu_leak_off_verdict"] = "PASS" if cpu_off <= TARGET_CPU_LEAK_OFF_US else "FAIL"
+    out["cpu_leak_on_vs_otel"] = cpu_vs_otel
+    out["cpu_leak_on_vs_otel_verdict"] = "PASS" if cpu_vs_otel <= TARGET_VS_OTEL else "FAIL"
     for suffix in ("", "-hot"):
         on = res[f"poolscope-leak-on{suffix}"]["added_us"]
         off = res[f"poolscope-leak-off{suffix}"]["added_us"]
@@ -243,9 +314,21 @@ def _row(name: str, r: dict[str, Any]) -> str:
     )
     rec = r["check"].get("recorded")
     rec_s = "-" if rec is None else ("yes" if rec else "**NO**")
+    c = r.get("cpu") or {}
+    if not c:
+        cpu_s = "-"
+    elif name in ("bare", "bare (fresh)"):
+        cpu_s = f"{c['median_us']:.2f} ({c['min_us']:.1f}-{c['max_us']:.1f})"
+    else:
+        cpu_s = (
+            f"{c['median_us']:.2f}; added {c['added_us']:+.2f} ({c['added_min_us']:+.1f} to "
+            f"{c['added_max_us']:+.1f}); {c['ratio']:.3f}x"
+        )
+    calls = r["check"].get("calls") or {}
+    calls_s = f"{calls.get('call', '?')} + {calls.get('c_call', '?')}"
     return (
         f"| {name} | {r['median_us']:.2f} ({r['min_us']:.1f}-{r['max_us']:.1f}) | {added} "
-        f"| {r['ratio']:.3f} | {rec_s} |"
+        f"| {r['ratio']:.3f} | {cpu_s} | {calls_s} | {rec_s} |"
     )
 
 
@@ -253,16 +336,26 @@ def _table(title: str, res: dict[str, Any]) -> list[str]:
     lines = [
         f"**{title}**",
         "",
-        "| configuration | µs per pair, median (min-max) | added µs, median of per-round "
-        "differences (min to max) | ratio to bare | recorded data |",
-        "|---|---|---|---|---|",
+        "| configuration | wall µs per pair, median (min-max) | added wall µs, median of "
+        "per-round differences (min to max) | wall ratio to bare | whole-process CPU µs per "
+        "pair (all threads): median; added, paired (min to max); ratio | Python + C calls "
+        "per pair | recorded data |",
+        "|---|---|---|---|---|---|---|",
     ]
     lines += [_row(name, r) for name, r in res.items()]
     return lines
 
 
 def _verdict_lines(target: str, v: dict[str, Any]) -> list[str]:
-    out = []
+    out = [
+        f"- {target} (whole-process CPU, issue 18): poolscope leak-off adds "
+        f"{v['cpu_leak_off_added_us']:+.2f} µs per pair (target <= +{TARGET_CPU_LEAK_OFF_US}): "
+        f"**{v['cpu_leak_off_verdict']}**; leak-on added / OpenTelemetry added = "
+        f"{v['cpu_leak_on_vs_otel']:.3f} (target <= {TARGET_VS_OTEL}): "
+        f"**{v['cpu_leak_on_vs_otel_verdict']}**; of which on the acquiring thread itself "
+        f"(`thread_time`, inline cost): leak-off {v['thread_leak_off_added_us']:+.2f} µs, "
+        f"leak-on {v['thread_leak_on_added_us']:+.2f} µs"
+    ]
     for suffix, what in (("", "total, background thread included"), ("-hot", "hot path only")):
         out.append(
             f"- {target} ({what}): poolscope leak-on added / OpenTelemetry added = "
@@ -330,7 +423,9 @@ def run(quick: bool) -> dict[str, Any]:
         "include the background fold of every event competing for the GIL in a CPU-bound "
         "loop, which is the honest total for a CPU-bound process. The asyncpg "
         "adapter's overhead is in the overhead_adapters section, the reference pool's in "
-        "overhead_reference."
+        "overhead_reference. Whole-process CPU: `time.process_time()` around each round "
+        "(every thread of the worker: the background fold included), read after the "
+        "round's events are folded (the worker sleeps until then; sleeping costs none)."
     )
     results["markdown"] = "\n".join([header, "", *md, "Verdicts:", "", *verdict_md])
     results["title"] = "Overhead per acquire+release: SQLAlchemy QueuePool and psycopg_pool"
@@ -339,6 +434,21 @@ def run(quick: bool) -> dict[str, Any]:
         if key not in results:
             continue
         v = results[key]["verdicts"]
+        targets.append(
+            {
+                "target": f"{key}: leak-off adds <= {TARGET_CPU_LEAK_OFF_US} us whole-process "
+                "CPU per pair",
+                "result": f"{v['cpu_leak_off_added_us']:+.2f} us",
+                "verdict": v["cpu_leak_off_verdict"],
+            }
+        )
+        targets.append(
+            {
+                "target": f"{key}: leak-on added whole-process CPU <= 0.10 x OpenTelemetry's",
+                "result": f"{v['cpu_leak_on_vs_otel']:.3f}",
+                "verdict": v["cpu_leak_on_vs_otel_verdict"],
+            }
+        )
         for suffix, what in (("", "total"), ("-hot", "hot path")):
             targets.append(
                 {
@@ -383,7 +493,16 @@ def _psycopg(
         return {"skipped": "no adapter"}
     raw = _rounds.interleave([(c, _argv("psycopg", c, dsn)) for c in PSYCOPG], rounds, ops)
     base = raw["bare"]["samples"]
-    res = {n: {**_rounds.summary(r["samples"], base), "check": r["check"]} for n, r in raw.items()}
+    base_cpu = raw["bare"]["cpu"]
+    res = {
+        n: {
+            **_rounds.summary(r["samples"], base),
+            "cpu": _rounds.summary(r["cpu"], base_cpu),
+            "thread": _rounds.summary(r["thread"], raw["bare"]["thread"]),
+            "check": r["check"],
+        }
+        for n, r in raw.items()
+    }
     md += [*_table("psycopg_pool ConnectionPool(2, 2), `with pool.connection()`", res), ""]
     on = res["poolscope-leak-on"]["ratio"]
     verdict_md.append(

@@ -19,7 +19,7 @@ import time
 import weakref
 from typing import Any
 
-from . import errors, sites
+from . import errors
 from .adapter import Attachment, Options, class_names, registry
 from .adapters import (
     AsyncProbe,
@@ -28,6 +28,7 @@ from .adapters import (
     ProbeResult,
     SyncProbe,
     async_round,
+    cached_site,
     describe_error,
     emit_adopted,
     emit_close,
@@ -60,6 +61,7 @@ class _State:
         #: checkout and kept across checkouts (a weakref and a closure per checkout
         #: cost ~1 us); its callback proves a leak only if the connection was held.
         self.refs: dict[int, Any] = {}
+        self.site_paths: list[tuple[int, Any, Any]] = []  # see adapters.cached_site
         # An async pool instrumented before its loop runs (made at import time):
         # the heartbeat, started by the first getconn inside the loop.
         self.start_heartbeat: Any = None
@@ -79,8 +81,8 @@ class _State:
             h = self.handle
             depth = h.site_depth
             try:
-                # Frames: capture, this method, the hooked getconn, then its caller.
-                site = sites.capture(depth, 3) if depth else None
+                # Frames: cached_site, this method, the hooked getconn, then its caller.
+                site = cached_site(self.site_paths, depth, 3) if depth else None
             except Exception as exc:  # the checkout is still recorded, without a site
                 errors.report("site capture", exc)
                 site = None

@@ -25,7 +25,7 @@ import threading
 import time
 from typing import Any
 
-from . import errors, sites
+from . import errors
 from .adapter import Attachment, Options, class_names, registry
 from .adapters import (
     AsyncProbe,
@@ -34,6 +34,7 @@ from .adapters import (
     ProbeResult,
     SyncProbe,
     async_round,
+    cached_site,
     describe_error,
     emit_close,
     emit_connect,
@@ -66,6 +67,7 @@ class _State:
         self.held = 0
         self.waits: dict[int, float] = {}  # id(record) -> wait measured in _do_get
         self.by_key = self.ids.by_key  # id(dbapi conn) -> ConnInfo, looked up per checkout
+        self.site_paths: list[tuple[int, Any, Any]] = []  # see adapters.cached_site
         self.queue_pool = hasattr(pool, "checkedout") and hasattr(pool, "_pool")
         # An AsyncEngine instrumented before its loop runs (a module-level engine):
         # the heartbeat's interval, started on the first checkout inside the loop.
@@ -98,8 +100,8 @@ class _State:
             h = self.handle
             depth = h.site_depth
             try:
-                # Frames: capture, this listener, then SQLAlchemy's (skipped as internal).
-                site = sites.capture(depth, 2) if depth else None
+                # Frames: cached_site, this listener, then SQLAlchemy's (internal).
+                site = cached_site(self.site_paths, depth, 2) if depth else None
             except Exception as exc:  # the checkout is still recorded, without a site
                 errors.report("site capture", exc)
                 site = None
