@@ -7,11 +7,13 @@ import asyncio
 import contextlib
 import signal
 import sys
+import time
 
 from poolscope.cli import CommandError
 from poolscope.client import CONNECTED, DISCONNECTED, ConnectError, StreamClient, open_stream
 from poolscope.commands.common import endpoint_arg, positive_float
 from poolscope.endpoint import Endpoint
+from poolscope.follow import StreamFollower
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -46,19 +48,24 @@ async def record(endpoint: Endpoint, path: str, duration: float | None, token: s
 
     failure = ""
 
+    # Only the connection's status goes through the follower: the lines go to the
+    # file as they came, unfolded.
+    stream = StreamFollower()
+
     async def pump() -> None:
         nonlocal count, failure
         async for ev in client.events():
             if ev["type"] in (CONNECTED, DISCONNECTED):
-                if ev["type"] == DISCONNECTED:
+                stream.follow(ev, time.time())
+                if not stream.connected:
                     # The application may have exited: its last events go to disk now.
                     out.flush()
-                    if ev.get("incompatible"):
-                        failure = f"cannot record {endpoint}: {ev.get('error', '')}"
+                    if stream.refused:
+                        failure = f"cannot record {endpoint}: {stream.refused}"
                         stop.set()
                         return
                     print(
-                        f"poolscope record: {ev['endpoint']}: {ev.get('error', '')}; reconnecting",
+                        f"poolscope record: {ev['endpoint']}: {stream.last_error}; reconnecting",
                         file=sys.stderr,
                     )
                 continue
