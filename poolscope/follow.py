@@ -21,9 +21,18 @@ from __future__ import annotations
 
 import time
 
-from poolscope.client import CONNECTED, DISCONNECTED
+from poolscope.client import CONNECTED, DISCONNECTED, open_stream
+from poolscope.endpoint import Endpoint
 from poolscope.events import Event
 from poolscope.model import PoolState
+
+
+async def check_reachable(endpoint: Endpoint, token: str | None = None) -> None:
+    """Connect once and hang up: a command that follows a stream fails fast, with one
+    line (the :class:`~poolscope.client.ConnectError`), when nothing listens at the
+    start, instead of retrying quietly as a follower does later."""
+    _, writer = await open_stream(endpoint, token=token)
+    writer.close()
 
 
 class StreamFollower:

@@ -29,12 +29,11 @@ from poolscope.client import (
     ConnectError,
     FileFeed,
     StreamClient,
-    open_stream,
 )
 from poolscope.commands.common import positive_float, positive_int
 from poolscope.endpoint import Endpoint, EndpointError, parse_endpoint
 from poolscope.events import Event
-from poolscope.follow import StreamFollower
+from poolscope.follow import StreamFollower, check_reachable
 from poolscope.model import PoolState
 from poolscope.span import Span
 
@@ -175,8 +174,7 @@ def _read_file(path: Path, folder: _Folder) -> None:
 async def _watch(endpoint: Endpoint, duration: float, token: str | None, folder: _Folder) -> None:
     """Events from a live endpoint for ``duration`` seconds (fails fast if nothing listens)."""
     try:
-        _, w = await open_stream(endpoint, token=token)
-        w.close()
+        await check_reachable(endpoint, token)
     except ConnectError as exc:
         raise CommandError(f"cannot advise: {exc}") from None
     print(f"poolscope advise: watching {endpoint} for {duration:g}s ...", file=sys.stderr)

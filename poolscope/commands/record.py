@@ -10,10 +10,10 @@ import sys
 import time
 
 from poolscope.cli import CommandError
-from poolscope.client import CONNECTED, DISCONNECTED, ConnectError, StreamClient, open_stream
+from poolscope.client import CONNECTED, DISCONNECTED, ConnectError, StreamClient
 from poolscope.commands.common import endpoint_arg, positive_float
 from poolscope.endpoint import Endpoint
-from poolscope.follow import StreamFollower
+from poolscope.follow import StreamFollower, check_reachable
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -26,10 +26,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
 
 
 async def record(endpoint: Endpoint, path: str, duration: float | None, token: str | None) -> int:
-    # Fail fast, with one line, when nothing listens there at the start.
     try:
-        _, w = await open_stream(endpoint, token=token)
-        w.close()
+        await check_reachable(endpoint, token)
     except ConnectError as exc:
         raise CommandError(f"cannot record: {exc}") from None
     client = StreamClient(endpoint, token=token, raw=True)
