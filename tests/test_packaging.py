@@ -67,10 +67,15 @@ def test_wheels_from_a_symlink_free_clone_carry_both_sides(wheels: Path) -> None
         "poolscope/pool/core.py",
         "poolscope/events.py",
         "poolscope/model.py",
+        "poolscope/fold.py",
+        "poolscope/records.py",
+        "poolscope/sync_codec.py",
     ):
         assert name in inapp
         assert name not in observer  # one owner per file: no clash when both are installed
     assert "poolscope/cli.py" in observer and "poolscope/tui/poolscope.tcss" in observer
+    # A subpackage of the observer with its own __init__.py (the advisor's parts).
+    assert "poolscope/sizing/recommend.py" in observer and "poolscope/follow.py" in observer
     # PEP 420: neither side may own the namespace's __init__.py.
     assert "poolscope/__init__.py" not in inapp + observer
 
