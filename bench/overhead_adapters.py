@@ -155,16 +155,24 @@ def run(quick: bool) -> dict[str, Any]:
         return {"skipped": str(exc), "markdown": f"asyncpg overhead: skipped ({exc})"}
     out: dict[str, Any] = {"configs": res, "rounds": rounds, "ops_per_round": ops}
     targets = []
+    # A ratio can only be claimed within 3% if bare's own rounds agree that closely: on
+    # a loaded machine they do not, and a ratio below 1 is then noise, not a result.
+    bare = res["bare"]
     for name in CONFIGS[1:]:
-        for what, ratio in (
-            ("wall", res[name]["ratio"]),
-            ("process CPU", res[name]["cpu"]["ratio"]),
+        for what, ratio, base in (
+            ("wall", res[name]["ratio"], bare),
+            ("process CPU", res[name]["cpu"]["ratio"], bare["cpu"]),
         ):
+            spread = (base["max_us"] - base["min_us"]) / base["median_us"]
+            resolved = spread <= 2 * (TARGET - 1)
+            result = f"{ratio:.3f}"
+            if not resolved:
+                result += f" (unresolved: bare's rounds vary by {spread:.0%} of their median)"
             targets.append(
                 {
                     "target": f"asyncpg {name} / bare <= {TARGET} ({what})",
-                    "result": f"{ratio:.3f}",
-                    "verdict": "PASS" if ratio <= TARGET else "FAIL",
+                    "result": result,
+                    "verdict": "PASS" if ratio <= TARGET and resolved else "FAIL",
                 }
             )
     out["targets"] = targets
