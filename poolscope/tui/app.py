@@ -14,33 +14,37 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 from rich.text import Text
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.containers import Horizontal, VerticalScroll
 from textual.css.query import NoMatches
 from textual.screen import ModalScreen, Screen
 from textual.timer import Timer
-from textual.widgets import DataTable, Footer, Input, Static, TabbedContent, TabPane
+from textual.widgets import DataTable, Footer, Input, Static, TabbedContent
 
 from poolscope.endpoint import Endpoint
 from poolscope.model import PoolState
 from poolscope.pgview import PgSampler, PgView
 from poolscope.textsafe import visible
-from poolscope.tui import views, who
+from poolscope.tui import views
 from poolscope.tui.data import LOG_KEPT, LiveSource, ReplaySource, Source
 from poolscope.tui.keys import KEYS, REFRESH_STEPS, VIEWS, WINDOWS, help_lines
 from poolscope.tui.osinfo import ProcessProbe, ProcInfo
+from poolscope.tui.panes import (
+    EVENTS_SHOWN,
+    LEAK_GROUPS_SHOWN,
+    EventsView,
+    LeaksView,
+    View,
+    make_views,
+)
 from poolscope.tui.shots import svg_to_png
-from poolscope.tui.widgets import Chart, KeyedTable
+from poolscope.tui.widgets import KeyedTable
 from poolscope.window import DEFAULT_WINDOW
 
-#: Rows the events view keeps on screen.
-EVENTS_SHOWN = 500
-#: Leak groups the leaks view draws (a crafted stream can make thousands).
-LEAK_GROUPS_SHOWN = 500
+__all__ = ["EVENTS_SHOWN", "LEAK_GROUPS_SHOWN", "HelpScreen", "PoolscopeApp", "run_tui"]
 
 
 def _bindings() -> list[BindingType]:
@@ -121,12 +125,14 @@ class PoolscopeApp(App[None]):
         self.selected_leak: str | None = None
         self._timer: Timer | None = None
         self._last_tick = time.monotonic()
-        self._events_after: dict[int, int] = {}
         self._probe = ProcessProbe()
-        self._leak_groups: dict[str, views.LeakGroup] = {}
+        #: Each view is a widget that draws itself; a refresh asks the visible one.
+        self.views: dict[str, View[Any]] = make_views(self)
         # Measured by the app itself (bench/tui.py reads these).
         self.refreshes = 0
         self.render_seconds: list[float] = []
+        #: Seconds each refresh held the data lock (the copy, not the drawing).
+        self.lock_seconds: list[float] = []
         self.lags: list[float] = []
         self.last_screenshot: tuple[Path, Path | None] | None = None
 
@@ -134,38 +140,7 @@ class PoolscopeApp(App[None]):
     def compose(self) -> ComposeResult:
         yield Static(id="header")
         with TabbedContent(initial="pools", id="tabs"):
-            with TabPane("1 Pools", id="pools"):
-                yield KeyedTable(views.POOL_COLUMNS, id="pools-table")
-                with Horizontal(id="pool-detail"):
-                    yield Chart(self._draw_chart, id="chart")
-                    with VerticalScroll(id="hists-box"):
-                        yield Static(id="hists")
-            with TabPane("2 Holders", id="holders"):
-                yield Static(classes="note", id="holders-note")
-                yield KeyedTable(views.HOLDER_COLUMNS, id="holders-table")
-            with TabPane("3 Leaks", id="leaks"):
-                yield KeyedTable(views.LEAK_COLUMNS, id="leaks-table")
-                with VerticalScroll(id="leak-detail-box"):
-                    yield Static(id="leak-detail")
-            with TabPane("4 Heartbeat", id="heartbeat"):
-                yield KeyedTable(views.HEARTBEAT_COLUMNS, id="heartbeat-table")
-                with VerticalScroll(id="hb-failures-box"):
-                    yield Static(id="hb-failures")
-            with TabPane("5 Connections", id="connections"):
-                yield KeyedTable(views.CONN_COLUMNS, id="connections-table")
-                yield Static(classes="note", id="connections-note")
-            with TabPane("6 Events", id="events"):
-                yield KeyedTable(views.EVENT_COLUMNS, id="events-table")
-            with TabPane("7 Advice", id="advice"), VerticalScroll(id="advice-box"):
-                yield Static(id="advice-text")
-            with TabPane("8 Routes", id="routes"):
-                yield Static(classes="note", id="routes-note")
-                yield KeyedTable(who.BLAME_COLUMNS, id="blame-table")
-                yield KeyedTable(who.ROUTE_COLUMNS, id="routes-table")
-                yield KeyedTable(who.SITE_BLAME_COLUMNS, id="site-blame-table")
-            with TabPane("9 Server", id="server"):
-                yield Static(classes="note", id="server-note")
-                yield KeyedTable(who.PG_COLUMNS, id="server-table")
+            yield from self.views.values()
         yield Input(
             placeholder="filter: words, type:acquire, pool:orders (escape clears)", id="filter"
         )
@@ -185,6 +160,10 @@ class PoolscopeApp(App[None]):
         self.source.stop()
         if self.pg is not None:
             self.pg.stop()
+
+    @property
+    def probe(self) -> ProcessProbe:
+        return self._probe
 
     def _pg_states(self) -> list[tuple[str, PoolState]]:
         return [(f.label, f.state) for f in self.source.feeds]
@@ -259,10 +238,12 @@ class PoolscopeApp(App[None]):
 
     def _refresh_screen(self, force_chart: bool) -> None:
         started = time.perf_counter()
-        view = self.active_view
+        view = self.views.get(self.active_view)
         feeds = self.source.feeds
         infos = [self._proc_info(i) for i in range(len(feeds))]
+        # Holding the lock: the header's few lines and the visible view's copy only.
         with self.source.lock:
+            locked = time.perf_counter()
             clock = self.source.clock()
             replay = self.source.status() if isinstance(self.source, ReplaySource) else ""
             header = Text("\n").join(
@@ -271,27 +252,11 @@ class PoolscopeApp(App[None]):
             )
             if len(feeds) > 4:
                 header.append(f"\n… and {len(feeds) - 4} more processes", style="dim")
-            if view == "pools":
-                self._refresh_pools(force_chart)
-            elif view == "holders":
-                self._refresh_holders()
-            elif view == "leaks":
-                self._refresh_leaks()
-            elif view == "heartbeat":
-                self._refresh_heartbeat()
-            elif view == "connections":
-                self._refresh_connections()
-            elif view == "events":
-                self._refresh_events()
-            elif view == "routes":
-                self._refresh_routes()
-            elif view == "server":
-                self._refresh_server()
-            elif view == "advice":
-                self._main.query_one("#advice-text", Static).update(
-                    views.advice_text(feeds, self.filter)
-                )
+            snap = view.take() if view is not None else None
             newest = max((f.state.now for f in feeds), default=0.0)
+            self.lock_seconds.append(time.perf_counter() - locked)
+        if view is not None:
+            view.draw(snap, force_chart)
         self._main.query_one("#header", Static).update(header)
         self._update_status()
         self.refreshes += 1
@@ -308,115 +273,10 @@ class PoolscopeApp(App[None]):
             return None
         return self._probe.info(pid)
 
-    def _refresh_pools(self, force_chart: bool) -> None:
-        table = self._main.query_one("#pools-table", KeyedTable)
-        rows = views.pool_rows(self.source.feeds, self.sort, self.filter, self.window)
-        table.sync([(r.key, r.cells()) for r in rows])
-        if self.selected_pool not in {r.key for r in rows}:
-            self.selected_pool = table.selected_key or (rows[0].key if rows else None)
-        row = next((r for r in rows if r.key == self.selected_pool), None)
-        hists = views.pool_detail(row) if row is not None else Text("no pool selected", "dim")
-        self._main.query_one("#hists", Static).update(hists)
-        self._main.query_one("#chart", Chart).redraw(force=force_chart)
-
-    def _draw_chart(self, width: int, height: int) -> Text:
-        # Called from _refresh_pools, under the source's lock.
-        found = views.find_pool(self.source.feeds, self.selected_pool)
-        if found is None:
-            return Text("no pool selected", style="dim")
-        return views.chart_text(found[1], self.window, width, height)
-
-    def _refresh_holders(self) -> None:
-        rows, total = views.top_holders(self.source.feeds, self.filter)
-        self._main.query_one("#holders-table", KeyedTable).sync(rows)
-        pools = sum(len(f.state.pools) for f in self.source.feeds)
-        waiting = sum(p.waiting for f in self.source.feeds for p in f.state.pools.values())
-        rest = (
-            f" (the {len(rows):,} longest shown; {total - len(rows):,} more)"
-            if total > len(rows)
-            else ""
-        )
-        self._main.query_one("#holders-note", Static).update(
-            f"{total:,} connections checked out across {pools} pools, {waiting} waiting; "
-            f"longest held first{rest}"
-        )
-
-    def _refresh_leaks(self) -> None:
-        # Groups with open leaks first: beyond the first LEAK_GROUPS_SHOWN, counted only.
-        everything = views.leak_groups(self.source.feeds, self.filter)
-        groups = everything[:LEAK_GROUPS_SHOWN]
-        self._leak_groups = {g.key: g for g in groups}
-        table = self._main.query_one("#leaks-table", KeyedTable)
-        table.sync([(g.key, g.cells()) for g in groups])
-        key = self.selected_leak if self.selected_leak in self._leak_groups else None
-        key = key or table.selected_key
-        detail = views.leak_detail(self._leak_groups.get(key) if key else None)
-        if len(everything) > len(groups):
-            rest = len(everything) - len(groups)
-            detail = Text.assemble(
-                (f"{len(groups):,} of {len(everything):,} leak groups shown ", "bold"),
-                (f"(open first, then longest held; {rest:,} more)\n\n", "dim"),
-                detail,
-            )
-        self._main.query_one("#leak-detail", Static).update(detail)
-
-    def _refresh_routes(self) -> None:
-        feeds = self.source.feeds
-        main = self._main
-        main.query_one("#routes-note", Static).update(who.waited_text(feeds, self.window))
-        main.query_one("#blame-table", KeyedTable).sync(
-            who.blame_rows(feeds, "route", self.window, self.filter)
-        )
-        main.query_one("#routes-table", KeyedTable).sync(who.route_rows(feeds, self.filter))
-        main.query_one("#site-blame-table", KeyedTable).sync(
-            who.blame_rows(feeds, "site", self.window, self.filter)
-        )
-
-    def _refresh_server(self) -> None:
-        snap = self.pg.latest if self.pg is not None else None
-        self._main.query_one("#server-note", Static).update(who.pg_text(snap))
-        self._main.query_one("#server-table", KeyedTable).sync(who.pg_rows(snap))
-
-    def _refresh_heartbeat(self) -> None:
-        feeds = self.source.feeds
-        self._main.query_one("#heartbeat-table", KeyedTable).sync(
-            views.heartbeat_rows(feeds, self.filter)
-        )
-        self._main.query_one("#hb-failures", Static).update(views.heartbeat_failures_text(feeds))
-
-    def _refresh_connections(self) -> None:
-        feeds = self.source.feeds
-        counts: list[dict[str, int] | None] = []
-        for f in feeds:
-            pid = f.state.process.get("pid")
-            local = f.live and f.connected and f.endpoint is not None and f.endpoint.is_loopback
-            if local and isinstance(pid, int):
-                counts.append(
-                    self._probe.connections(pid, [p.target for p in f.state.pools.values()])
-                )
-            else:
-                counts.append(None)
-        self._main.query_one("#connections-table", KeyedTable).sync(
-            views.connection_rows(feeds, counts)
-        )
-        self._main.query_one("#connections-note", Static).update(
-            "Established TCP connections the OS sees from the process to each pool's target, "
-            "against the pools' own size. More sockets than pool connections means "
-            "connections are held outside the pool."
-        )
-
-    def _refresh_events(self) -> None:
-        table = self._main.query_one("#events-table", KeyedTable)
-        rows = views.recent_events(
-            self.source.feeds, self._events_after, self.filter, EVENTS_SHOWN, churn=self.churn
-        )
-        if rows:
-            table.append(rows, keep=EVENTS_SHOWN)
-            table.move_cursor(row=table.row_count - 1, animate=False)
-
     def _reset_events(self) -> None:
-        self._events_after = {}
-        self._main.query_one("#events-table", KeyedTable).reset()
+        events = self.views["events"]
+        assert isinstance(events, EventsView)
+        events.reset()
 
     def _update_status(self) -> None:
         parts = Text()
@@ -445,9 +305,9 @@ class PoolscopeApp(App[None]):
                 self.refresh_screen(force_chart=True)
         elif event.data_table.id == "leaks-table" and key != self.selected_leak:
             self.selected_leak = key
-            group = self._leak_groups.get(key or "")
-            with self.source.lock:
-                self._main.query_one("#leak-detail", Static).update(views.leak_detail(group))
+            leaks = self.views["leaks"]
+            assert isinstance(leaks, LeaksView)
+            leaks.show_group(key)
 
     def on_data_table_header_selected(self, event: DataTable.HeaderSelected) -> None:
         # Clicking a pools column header sorts by it (where that column sorts).
