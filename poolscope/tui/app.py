@@ -2,8 +2,10 @@
 
 Data and screen are decoupled: a source folds events continuously (a background
 thread live, the data's own clock in replay) and this app redraws on a timer
-(1 s by default; ``+``/``-``), so a burst of events costs one redraw. Only the
-visible view is computed; tables are updated row by row by key; the chart
+(1 s by default; ``+``/``-``), so a burst of events costs one redraw. Each view
+is a widget (:mod:`poolscope.tui.panes`) and only the visible one is asked: it
+copies what it shows holding the data lock, then computes and draws from the
+copy with the lock released. Tables are updated row by row by key; the chart
 redraws at most once a second and only when it is on screen. Pause holds the
 screen still while folding goes on.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 import os
 import sys
 import time
+from collections import deque
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -43,6 +46,9 @@ from poolscope.tui.panes import (
 from poolscope.tui.shots import svg_to_png
 from poolscope.tui.widgets import KeyedTable
 from poolscope.window import DEFAULT_WINDOW
+
+#: Refreshes whose render time, lock time and lag the app keeps.
+MEASURES_KEPT = 10_000
 
 __all__ = ["EVENTS_SHOWN", "LEAK_GROUPS_SHOWN", "HelpScreen", "PoolscopeApp", "run_tui"]
 
@@ -128,12 +134,13 @@ class PoolscopeApp(App[None]):
         self._probe = ProcessProbe()
         #: Each view is a widget that draws itself; a refresh asks the visible one.
         self.views: dict[str, View[Any]] = make_views(self)
-        # Measured by the app itself (bench/tui.py reads these).
+        # Measured by the app itself (bench/tui.py and bench/tui_lock.py read these); the
+        # last MEASURES_KEPT refreshes, so a TUI left open for days stays bounded.
         self.refreshes = 0
-        self.render_seconds: list[float] = []
+        self.render_seconds: deque[float] = deque(maxlen=MEASURES_KEPT)
         #: Seconds each refresh held the data lock (the copy, not the drawing).
-        self.lock_seconds: list[float] = []
-        self.lags: list[float] = []
+        self.lock_seconds: deque[float] = deque(maxlen=MEASURES_KEPT)
+        self.lags: deque[float] = deque(maxlen=MEASURES_KEPT)
         self.last_screenshot: tuple[Path, Path | None] | None = None
 
     # -- layout ------------------------------------------------------------------
