@@ -111,8 +111,8 @@ def run(quick: bool) -> dict[str, Any]:
             f"| {a:,.1f} {unit} ({min(after):,.1f}-{max(after):,.1f}) | {a / b:.2f} |"
         )
     md = [
-        f"Old tree: `{BEFORE}` (symlink layout); new: this tree's HEAD. {pairs} alternating pairs of "
-        f"`python -m bench --quick --only {' '.join(BENCHES)}`; medians with the range.",
+        f"Old tree: `{BEFORE}` (symlink layout); new: this tree's HEAD. {pairs} alternating "
+        f"pairs of `python -m bench --quick --only {' '.join(BENCHES)}`; medians with the range.",
         "",
         "| measure | before | after | after / before |",
         "|---|---|---|---|",
