@@ -25,6 +25,7 @@ Every failure is an ``InjectError`` carrying one line for the user.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -296,23 +297,30 @@ class Attempt:
     seconds: float  # how long the process was stopped (sampled from /proc)
 
 
-def _lldb_attempt(path: str, pid: int, stmt: str, timeout: float) -> Attempt:
+#: Less for lldb to load while the target is stopped (measured: about half the pause).
+_LLDB_FAST = (
+    "settings set target.preload-symbols false",
+    "settings set symbols.enable-external-lookup false",
+    "settings set target.load-script-from-symbol-file false",
+    "settings set plugin.jit-loader.gdb.enable off",
+)
+
+
+def _lldb_attempt(path: str, pid: int, stmt: str, timeout: float, fast: bool = True) -> Attempt:
     expr = _LLDB_EXPR.format(page=PAGE, code=c_string(stmt), n=len(stmt.encode()))
-    cmd = [
-        path,
-        "--batch",
-        "--no-lldbinit",
-        # Less to load while the target is stopped (measured: about half the pause).
-        "-O",
-        "settings set target.preload-symbols false",
-        "-O",
-        "settings set symbols.enable-external-lookup false",
-        "-O",
-        "settings set target.load-script-from-symbol-file false",
-        "-O",
-        "settings set plugin.jit-loader.gdb.enable off",
-        "-p",
-        str(pid),
+    cmd = [path, "--batch", "--no-lldbinit"]
+    for setting in _LLDB_FAST if fast else ():
+        cmd += ["-O", setting]
+    exe = ""
+    if not fast:
+        with contextlib.suppress(OSError):
+            exe = os.readlink(f"/proc/{pid}/exe")
+    if exe:
+        # The executable named up front: its symbols are loaded before the attach.
+        cmd += ["--file", exe, "-o", f"process attach --pid {pid}"]
+    else:
+        cmd += ["-p", str(pid)]
+    cmd += [
         "-o",
         "thread select 1",
         "-o",
@@ -426,6 +434,15 @@ def _one_attempt(target: Target, stmt: str, timeout: float, tried: list[str]) ->
         attempt = (_lldb_attempt if kind == "lldb" else _gdb_attempt)(
             path, target.pid, stmt, timeout
         )
+        for _ in range(2):
+            if kind != "lldb" or attempt.code is not None:
+                break
+            if "undeclared identifier" not in attempt.output:
+                break
+            # Now and then lldb misses the interpreter's symbols (seen here about one
+            # attach in ten under load, never twice running): again, loading them all.
+            time.sleep(0.2)
+            attempt = _lldb_attempt(path, target.pid, stmt, timeout, fast=False)
         if attempt.code is not None:
             return attempt
         if _attach_refused(attempt.output):

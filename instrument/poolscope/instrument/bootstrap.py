@@ -72,15 +72,16 @@ def _import_live(request: dict[str, Any]) -> tuple[Any, str | None, str]:
         )
 
 
-def handle(request: dict[str, Any]) -> dict[str, Any] | None:
-    """Run one request; the result to write, or None when there is nothing to say."""
+def handle(request: dict[str, Any], reply: Any) -> dict[str, Any] | None:
+    """Run one request; the result to write now, or None when there is nothing to say
+    (yet: ``reply`` is called with it later, from poolscope's side of the process)."""
     action = request.get("action")
     if action == "detach":
         live = sys.modules.get("poolscope.instrument.live")
         if live is None or live.current() is None:
             return {"ok": False, "error": "not injected by poolscope (nothing to detach)"}
-        result: dict[str, Any] = live.detach(request)
-        return None if result.get("duplicate") else result
+        result: dict[str, Any] | None = live.detach(request, reply)
+        return None if result is None or result.get("duplicate") else result
     if action == "ping":
         return {"ok": True, "python": sys.version.split()[0], "pid": os.getpid()}
     t0 = time.perf_counter()
@@ -88,12 +89,18 @@ def handle(request: dict[str, Any]) -> dict[str, Any] | None:
     if live is None:
         return {"ok": False, "error": why, "not_importable": True}
     request = dict(request, added_path=added)
-    result = live.attach(request)
-    if result.get("duplicate"):
+    imports = time.perf_counter() - t0
+
+    def replied(result: dict[str, Any]) -> None:
+        result["pause"] = float(result.get("pause", 0.0)) + imports  # imports included
+        reply(result)
+
+    result = live.attach(request, replied)
+    if result is None or result.get("duplicate"):
         return None
     if not result.get("ok") and added is not None and added in sys.path:
         sys.path.remove(added)
-    result["pause"] = time.perf_counter() - t0  # imports included: the whole stop
+    result["pause"] = time.perf_counter() - t0
     return result
 
 
@@ -106,7 +113,14 @@ def main(request_path: str) -> None:
         out = str(request["result"])
         if os.path.exists(out):
             return  # answered already (the pending call and the debugger's call both ran)
-        result = handle(request)
+
+        def reply(later: dict[str, Any]) -> None:
+            try:
+                _write(out, later)
+            except OSError:
+                pass  # the injector gave up and removed its directory: nobody to tell
+
+        result = handle(request, reply)
         if result is not None:
             _write(out, result)
     except BaseException:  # nothing may reach the target's code

@@ -17,6 +17,7 @@ import gc
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 from . import errors
@@ -287,8 +288,37 @@ def _already_instrumented() -> str:
     return ""
 
 
-def attach(request: dict[str, Any]) -> dict[str, Any]:
-    """Instrument every live pool in place and stream; returns a result dict."""
+Reply = Callable[[dict[str, Any]], None]
+
+
+def _later(name: str, work: Callable[[], dict[str, Any]], reply: Reply) -> None:
+    """Run ``work`` on a short-lived thread and ``reply`` with its result: whatever waits
+    for poolscope's own thread (starting the server, stopping it) happens there, not on
+    the application's thread the bootstrap runs on - which may be the one a debugger
+    holds while every other thread is stopped."""
+
+    started = threading.Event()
+
+    def run() -> None:
+        started.set()
+        try:
+            result = work()
+        except Exception as exc:
+            result = {"ok": False, "error": errors.redact(f"{name} failed: {exc!r}")[:300]}
+        try:
+            reply(result)
+        except Exception as exc:
+            errors.report(name, exc)
+
+    threading.Thread(target=run, name=f"poolscope-{name}", daemon=True).start()
+    # Return only once it runs: a thread born while a debugger holds the process and
+    # still unborn when the debugger detaches can be left stopped for good.
+    started.wait(5.0)
+
+
+def attach(request: dict[str, Any], reply: Reply | None = None) -> dict[str, Any] | None:
+    """Instrument every live pool in place and stream. Returns the result dict; with
+    ``reply``, returns None once the pools are hooked and replies when streaming."""
     global _session
     t0 = time.perf_counter()
     with _lock:
@@ -319,14 +349,30 @@ def attach(request: dict[str, Any]) -> dict[str, Any]:
             message = errors.redact(f"attach failed inside the target: {exc!r}")[:300]
             return {"ok": False, "error": message}
         _session = session
-    return {
-        "ok": True,
-        "endpoint": session.endpoint,
-        "pools": [h.name for _, _, h in session.pools],
-        "adopted": session.adopted,
-        "pause": time.perf_counter() - t0,
-        "python": sys.version.split()[0],
-    }
+    pause = time.perf_counter() - t0
+
+    def serve() -> dict[str, Any]:
+        _serve(session, request)
+        return {
+            "ok": True,
+            "endpoint": session.endpoint,
+            "pools": [h.name for _, _, h in session.pools],
+            "adopted": session.adopted,
+            "pause": pause,
+            "python": sys.version.split()[0],
+        }
+
+    if reply is None:
+        return serve()
+    _later("attach", serve, reply)
+    return None
+
+
+def _serve(session: Session, request: dict[str, Any]) -> None:
+    from . import get_runtime
+
+    listen = request.get("listen")
+    session.endpoint = str(get_runtime().serve(listen if listen else "127.0.0.1:0"))
 
 
 def _attach(session: Session, request: dict[str, Any]) -> None:
@@ -359,9 +405,6 @@ def _attach(session: Session, request: dict[str, Any]) -> None:
                 session.adopted += _adopt_connections(kind, pool, handle, scan)
         except Exception as exc:
             errors.report(f"inject {kind}", exc)
-    listen = request.get("listen")
-    endpoint = runtime.serve(listen if listen else "127.0.0.1:0")
-    session.endpoint = str(endpoint)
 
 
 def _handle_of(runtime: Any, kind: str, pool: Any) -> Any:
@@ -384,9 +427,12 @@ def _uninstrument(kind: str, pool: Any, handle: Any) -> None:
         return
     import poolscope.instrument as ps
 
-    undo = getattr(ps, "uninstrument", None)
-    if undo is not None:
-        undo(pool)
+    # The adapter's own detach (what ps.uninstrument does, without waiting for the
+    # runtime thread to stop: that is _stop_runtime's, off the application's thread).
+    adapter_for = getattr(ps, "_adapter_for", None)
+    adapter = adapter_for(pool) if adapter_for is not None else None
+    if adapter is not None and hasattr(adapter, "detach"):
+        adapter.detach(pool)
         return
     _undo_in_place(kind, pool, handle)
 
@@ -437,16 +483,26 @@ def _undo_in_place(kind: str, pool: Any, handle: Any) -> None:
         get_runtime().unregister(handle)
 
 
-def _undo(session: Session) -> None:
+def _unhook(session: Session) -> None:
+    """Remove every hook (the application's thread: quick, waits for nothing)."""
     for kind, pool, handle in session.pools:
         try:
             _uninstrument(kind, pool, handle)
         except Exception as exc:
             errors.report(f"detach {kind}", exc)
     session.pools.clear()
+
+
+def _finish(session: Session) -> None:
+    """Stop poolscope's thread and server; take poolscope's path entry back out."""
     _stop_runtime()
     if session.added_path and session.added_path in sys.path:
         sys.path.remove(session.added_path)
+
+
+def _undo(session: Session) -> None:
+    _unhook(session)
+    _finish(session)
 
 
 def _stop_runtime() -> None:
@@ -488,8 +544,9 @@ def _stop_runtime() -> None:
     runtime_mod._runtime = None
 
 
-def detach(request: dict[str, Any]) -> dict[str, Any]:
-    """Undo the inject; returns a result dict."""
+def detach(request: dict[str, Any], reply: Reply | None = None) -> dict[str, Any] | None:
+    """Undo the inject. Returns the result dict; with ``reply``, returns None once the
+    hooks are gone and replies when poolscope's thread and server have stopped."""
     global _session
     t0 = time.perf_counter()
     with _lock:
@@ -502,7 +559,16 @@ def detach(request: dict[str, Any]) -> dict[str, Any]:
             return {"ok": False, "error": "not injected by poolscope (nothing to detach)"}
         n = len(session.pools)
         try:
-            _undo(session)
+            _unhook(session)
         finally:
             _session = None
-    return {"ok": True, "pools": n, "pause": time.perf_counter() - t0}
+    pause = time.perf_counter() - t0
+
+    def finish() -> dict[str, Any]:
+        _finish(session)
+        return {"ok": True, "pools": n, "pause": pause}
+
+    if reply is None:
+        return finish()
+    _later("detach", finish, reply)
+    return None
