@@ -30,6 +30,12 @@ def add_parser(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="open the TUI even when nothing answers yet, and keep trying",
     )
+    p.add_argument(
+        "--pid",
+        type=int,
+        metavar="PID",
+        help="this process: its stream if it is instrumented, else `poolscope inject` it first",
+    )
     add_window_arg(p)
     pgview.add_arguments(p)
 
@@ -94,6 +100,10 @@ def discovered_endpoints() -> list[Endpoint]:
 
 def run(args: argparse.Namespace) -> int:
     endpoints: list[Endpoint] = list(args.endpoints)
+    if getattr(args, "pid", None) is not None:
+        from poolscope.commands.inject import endpoint_for_pid
+
+        endpoints.append(endpoint_for_pid(args.pid))
     if not endpoints:
         from poolscope.instrument.discovery import registry_dir
 
