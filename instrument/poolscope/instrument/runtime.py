@@ -20,7 +20,7 @@ from typing import Any
 
 from poolscope.endpoint import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_endpoint
 from poolscope.events import PROTOCOL_VERSION, Event, encode, encode_acquire, encode_release
-from poolscope.model import PoolState
+from poolscope.model import MAX_SITES, PoolState
 from poolscope.version import __version__
 
 from . import discovery, errors, sites
@@ -45,7 +45,6 @@ BACKGROUND_SHARE = 0.2
 OVERLOAD_CHUNK = 512
 STATE_INTERVAL = 1.0
 LEAK_CHECK_INTERVAL = 0.25
-MAX_SITES = 10_000
 MAX_TAGS = 10_000
 
 
