@@ -1,4 +1,4 @@
-"""An instrumented application living under a low file limit (tests/test_security_limits.py).
+"""An instrumented application under a low file limit (tests/instrument/test_security_limits.py).
 
 ``python tests/apps/fdlimit.py LIMIT HELD SECONDS``: lowers its own soft
 RLIMIT_NOFILE to LIMIT, keeps HELD files open (an application with its own

@@ -1,6 +1,6 @@
 """A Flask application on psycopg_pool under a threading wsgiref server, instrumented
 and tagged by poolscope's WSGI middleware (driven over loopback HTTP by
-tests/test_who_holds.py).
+tests/e2e/test_who_holds.py).
 
 argv: DSN HTTP_PORT APP_NAME POOL_MAX. Prints one JSON line {"stream": ENDPOINT}
 when the pool is up and the server listens.

@@ -1,5 +1,5 @@
 """A Starlette application on asyncpg under uvicorn, instrumented and tagged by
-poolscope's ASGI middleware (driven over loopback HTTP by tests/test_who_holds.py).
+poolscope's ASGI middleware (driven over loopback HTTP by tests/e2e/test_who_holds.py).
 
 argv: DSN HTTP_PORT APP_NAME POOL_MAX. Prints one JSON line {"stream": ENDPOINT}
 when the pool is up.

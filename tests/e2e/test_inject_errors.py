@@ -24,7 +24,10 @@ import pytest
 from poolscope.remote import ptrace_refusal, remote_debug_disabled
 from tests.inject_support import APPS, app_env, detach, inject, poolscope
 
-pytestmark = [pytest.mark.timeout(180)]
+# lldb-16 now and then fails to resolve the interpreter's symbols when the target's main
+# thread sits in a C call (about one inject in five under load here; never twice in a
+# row): poolscope retries within one inject, and a test retries the whole inject twice.
+pytestmark = [pytest.mark.timeout(180), pytest.mark.flaky(reruns=2, reruns_delay=1)]
 
 PYENV = Path(os.environ.get("PYENV_ROOT", "/root/.pyenv")) / "versions"
 

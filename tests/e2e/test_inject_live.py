@@ -27,7 +27,10 @@ from tests.inject_support import (
     wait_for,
 )
 
-pytestmark = [pytest.mark.timeout(240)]
+# lldb-16 now and then fails to resolve the interpreter's symbols when the target's main
+# thread sits in a C call (about one inject in five under load here; never twice in a
+# row): poolscope retries within one inject, and a test retries the whole inject twice.
+pytestmark = [pytest.mark.timeout(240), pytest.mark.flaky(reruns=2, reruns_delay=1)]
 
 APPS = {
     "asyncpg": ("live_asyncpg.py", "asyncpg"),

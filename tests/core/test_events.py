@@ -24,7 +24,7 @@ from poolscope.events import (
 
 pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
 
-DOC = Path(__file__).resolve().parent.parent / "docs" / "protocol.md"
+DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.md"
 _SECTION = re.compile(r"^### `([a-z_]+)`\n(.*?)(?=^### |^## |\Z)", re.M | re.S)
 _EXAMPLE = re.compile(r"```json\n(.*?)\n```", re.S)
 

@@ -31,7 +31,7 @@ from tests.pgcluster import PgCluster, free_port
 
 pytestmark = [pytest.mark.timeout(120), pytest.mark.pg]
 
-APPS = Path(__file__).resolve().parent / "apps"
+APPS = Path(__file__).resolve().parents[1] / "apps"
 SLOW = "GET /articles/{slug}"
 FAST = "GET /fast/{n}"
 LEAK = "GET /leak/{n}"
@@ -414,7 +414,7 @@ def test_the_dsn_password_never_appears(pg_cluster: PgCluster, tmp_path: Path) -
     for snap in (ok, failed):
         text = who.pg_text(snap).plain + repr(snap)
         assert secret not in text and "***" in snap.server
-    session = Path(__file__).resolve().parent / "data" / "session.ndjson"
+    session = Path(__file__).resolve().parents[1] / "data" / "session.ndjson"
     for dsn in (good, bad):
         out = subprocess.run(
             [sys.executable, "-m", "poolscope", "advise", str(session), "--pg", dsn],
@@ -448,7 +448,7 @@ async def _exported(streams: list[str], dsn: str) -> str:
 @pytest.mark.parametrize("command", ["advise", "attach", "export"])
 def test_pg_without_a_driver_is_one_line(command: str, tmp_path: Path) -> None:
     """--pg on an observer with neither asyncpg nor psycopg: one line, exit 1."""
-    session = Path(__file__).resolve().parent / "data" / "session.ndjson"
+    session = Path(__file__).resolve().parents[1] / "data" / "session.ndjson"
     source = {"advise": [str(session)], "attach": [":1", "--wait"], "export": [":1"]}[command]
     code = (
         "import sys; sys.modules['asyncpg'] = None; sys.modules['psycopg'] = None\n"
@@ -468,7 +468,7 @@ def test_pg_without_a_driver_is_one_line(command: str, tmp_path: Path) -> None:
 
 
 def test_middleware_modules_import_only_the_standard_library() -> None:
-    from tests.test_import_hygiene import _foreign, _loaded_by
+    from tests.instrument.test_import_hygiene import _foreign, _loaded_by
 
     new, stdlib = _loaded_by(
         "poolscope.instrument", "poolscope.instrument.asgi", "poolscope.instrument.wsgi"

@@ -32,7 +32,7 @@ from poolscope.instrument import runtime as runtime_module
 from poolscope.instrument import server as server_module
 from tests.fixtures.faults import AppThread, make_pool, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 FDLIMIT_APP = ROOT / "tests" / "apps" / "fdlimit.py"
 LOGGED = re.compile(r"poolscope: observer connections.*: (?:refused (\d+))?")
 

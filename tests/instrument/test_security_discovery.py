@@ -31,7 +31,7 @@ from poolscope.instrument import discovery
 from poolscope.instrument import runtime as runtime_module
 from tests.fixtures.faults import POOLSCOPE, make_pool, wait_for
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 APP = [sys.executable, str(ROOT / "tests" / "apps" / "discovery_app.py")]
 REFUSED = "not using discovery directory"
 

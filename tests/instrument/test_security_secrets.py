@@ -33,7 +33,7 @@ from tests.fixtures.faults import (
     wait_for,
 )
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 PASSWORD = "Pw-" + secrets.token_hex(8)
 
 

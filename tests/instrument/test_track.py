@@ -22,7 +22,7 @@ from poolscope.instrument.runtime import Runtime
 from tests.adapter_support import capture, of, until, wait_sync
 
 pytestmark = pytest.mark.timeout(60)
-ROOT = pathlib.Path(__file__).resolve().parents[1]
+ROOT = pathlib.Path(__file__).resolve().parents[2]
 SOURCE = pathlib.Path(__file__).read_text().splitlines()
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 OBSERVER_DEPS = ("textual", "plotext", "aiohttp", "psutil", "prometheus_client")
 
 pytestmark = pytest.mark.slow
@@ -157,7 +157,7 @@ def test_sdist_carries_tests_fixtures_data_docs_and_licence(clone: Path, tmp_pat
     env_path = f"{tree}:{tree / 'instrument'}"
     out = subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider",
-         "tests/test_histogram.py", "tests/test_events.py"],
+         "tests/core/test_histogram.py", "tests/core/test_events.py"],
         cwd=tree, capture_output=True, text=True, timeout=300,
         env={"PATH": "/usr/bin:/bin", "PYTHONPATH": env_path, "HOME": str(tmp_path)},
     )  # fmt: skip

@@ -326,7 +326,7 @@ def test_replay_and_advise_blame_the_same_route(capsys: pytest.CaptureFixture[st
     from poolscope.events import iter_lines
     from poolscope.tui.data import ReplaySource
 
-    path = Path(__file__).resolve().parent / "data" / "who_session.ndjson"
+    path = Path(__file__).resolve().parents[1] / "data" / "who_session.ndjson"
     with path.open("rb") as f:
         st = fold(iter_lines(f))
     top = st.attribution.blame("route")[0]

@@ -17,8 +17,7 @@ from poolscope.endpoint import Endpoint
 from poolscope.tui.app import PoolscopeApp
 from poolscope.tui.data import LiveSource
 from poolscope.tui.widgets import KeyedTable
-
-from .fixtures.tui import HeadlessDemo, free_port
+from tests.fixtures.tui import HeadlessDemo, free_port
 
 SIZE = (120, 36)
 

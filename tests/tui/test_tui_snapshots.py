@@ -2,7 +2,7 @@
 
 Everything on screen comes from the data's own clock (``state.now``), and clock
 times are shown in UTC here, so the pictures are the same on every machine.
-Update after a deliberate change with ``pytest tests/test_tui_snapshots.py --snapshot-update``.
+Update after a deliberate change with ``pytest tests/tui/test_tui_snapshots.py --snapshot-update``.
 """
 
 from __future__ import annotations

@@ -1,0 +1,1 @@
+"""Tests of the advisor area (see tests/README.md)."""

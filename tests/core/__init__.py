@@ -1,0 +1,1 @@
+"""Tests of the core area (see tests/README.md)."""

@@ -1,0 +1,1 @@
+"""Tests of the instrument area (see tests/README.md)."""

@@ -1,0 +1,1 @@
+"""Tests of the observe area (see tests/README.md)."""

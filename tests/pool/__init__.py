@@ -1,0 +1,1 @@
+"""Tests of the pool area (see tests/README.md)."""

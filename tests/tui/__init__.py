@@ -1,0 +1,1 @@
+"""Tests of the tui area (see tests/README.md)."""
