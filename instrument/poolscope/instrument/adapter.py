@@ -15,7 +15,7 @@ from __future__ import annotations
 import importlib.metadata
 import re
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal, Protocol, runtime_checkable
 
@@ -207,3 +207,24 @@ def check_private_attributes(adapter: Adapter, obj: Any) -> None:
             f"{f' ({adapter.distribution} {version})' if version else ''}: missing "
             f"{', '.join(missing)} (supported: {describe_range(adapter)})"
         )
+
+
+def attach_function(adapter: Adapter) -> Callable[..., Any]:
+    """The old per-adapter ``instrument_<kind>(obj, runtime, *, name, leak_threshold,
+    heartbeat)`` function, kept for its callers, as a thin call of ``adapter.attach``."""
+
+    def attach(
+        obj: Any,
+        runtime: Runtime,
+        *,
+        name: str | None,
+        leak_threshold: float | None,
+        heartbeat: float | None,
+    ) -> Any:
+        return adapter.attach(obj, runtime, Options(name, leak_threshold, heartbeat))
+
+    attach.__name__ = attach.__qualname__ = f"instrument_{adapter.kind}"
+    attach.__doc__ = (
+        f"The {adapter.kind} adapter's ``attach`` (kept for callers of the old function)."
+    )
+    return attach

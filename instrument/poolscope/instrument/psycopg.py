@@ -20,7 +20,7 @@ import weakref
 from typing import Any
 
 from . import errors
-from .adapter import Attachment, Options, class_names, registry
+from .adapter import Attachment, Options, attach_function, class_names, registry
 from .adapters import (
     AsyncProbe,
     ConnIds,
@@ -552,13 +552,4 @@ def _attach(pool: Any, runtime: Runtime, options: Options) -> _State:
 ADAPTER = registry.register(PsycopgPoolAdapter())
 
 
-def instrument_psycopg(
-    obj: Any,
-    runtime: Runtime,
-    *,
-    name: str | None,
-    leak_threshold: float | None,
-    heartbeat: float | None,
-) -> Any:
-    """The psycopg_pool adapter's ``attach`` (kept for callers of the old function)."""
-    return ADAPTER.attach(obj, runtime, Options(name, leak_threshold, heartbeat))
+instrument_psycopg = attach_function(ADAPTER)

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import errors
-from .adapter import Attachment, Options, registry
+from .adapter import Attachment, Options, attach_function, registry
 from .adapters import PROBE_TIMEOUT, describe_error, emit_heartbeat, timed_out_error
 from .backend import HEALTHY, BackendTracker
 from .recorder import PoolHandle
@@ -259,13 +259,4 @@ def _stop_heartbeat(pool: Any) -> None:
 ADAPTER = registry.register(ReferenceAdapter())
 
 
-def instrument_reference(
-    pool: Any,
-    runtime: Runtime,
-    *,
-    name: str | None,
-    leak_threshold: float | None,
-    heartbeat: float | None,
-) -> Any:
-    """The reference pool adapter's ``attach`` (kept for callers of the old function)."""
-    return ADAPTER.attach(pool, runtime, Options(name, leak_threshold, heartbeat))
+instrument_reference = attach_function(ADAPTER)

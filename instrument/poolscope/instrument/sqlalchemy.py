@@ -26,7 +26,7 @@ import time
 from typing import Any
 
 from . import errors
-from .adapter import Attachment, Options, class_names, registry
+from .adapter import Attachment, Options, attach_function, class_names, registry
 from .adapters import (
     AsyncProbe,
     ConnIds,
@@ -579,16 +579,7 @@ def _attach(obj: Any, pool: Any, runtime: Runtime, options: Options) -> _State:
 ADAPTER = registry.register(SQLAlchemyAdapter())
 
 
-def instrument_sqlalchemy(
-    obj: Any,
-    runtime: Runtime,
-    *,
-    name: str | None,
-    leak_threshold: float | None,
-    heartbeat: float | None,
-) -> Any:
-    """The SQLAlchemy adapter's ``attach`` (kept for callers of the old function)."""
-    return ADAPTER.attach(obj, runtime, Options(name, leak_threshold, heartbeat))
+instrument_sqlalchemy = attach_function(ADAPTER)
 
 
 def _start_async(st: _State, interval: float) -> None:
