@@ -63,9 +63,11 @@ async def test_holders_view_draws_the_top_n_of_100000(tmp_path: Path) -> None:
 
 def _advise_rss(path: Path) -> int:
     code = (
-        "import resource, sys; from poolscope.cli import main; "
+        "import sys; from poolscope.cli import main; "
         f"rc = main(['advise', {str(path)!r}, '--json']); "
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr); "
+        # VmHWM, not ru_maxrss: Linux carries ru_maxrss over fork+exec from the parent.
+        "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]; "
+        "print(hwm.split()[1], file=sys.stderr); "
         "sys.exit(rc)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)

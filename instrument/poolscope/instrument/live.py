@@ -352,7 +352,18 @@ def attach(request: dict[str, Any], reply: Reply | None = None) -> dict[str, Any
     pause = time.perf_counter() - t0
 
     def serve() -> dict[str, Any]:
-        _serve(session, request)
+        global _session
+        try:
+            _serve(session, request)
+        except Exception as exc:
+            # Never into the target: a listen address it cannot bind (or parse) undoes
+            # the attach and is reported, redacted before the cut like any error.
+            with _lock:
+                _undo(session)
+                if _session is session:
+                    _session = None
+            message = errors.redact(f"attach failed inside the target: {exc!r}")[:300]
+            return {"ok": False, "error": message}
         return {
             "ok": True,
             "endpoint": session.endpoint,
