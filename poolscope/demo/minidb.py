@@ -88,6 +88,11 @@ class MiniDB:
                 await writer.drain()
         except (ConnectionError, OSError):
             return
+        except asyncio.CancelledError:
+            # The demo is ending (asyncio.run cancels what is left). Ending the handler
+            # normally, not cancelled, keeps Python 3.11's start_server callback from
+            # printing a CancelledError traceback at exit (it calls task.exception()).
+            return
         finally:
             self._conns.discard(writer)
             with contextlib.suppress(Exception):
