@@ -26,6 +26,7 @@ Every failure is an ``InjectError`` carrying one line for the user.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import re
@@ -306,8 +307,80 @@ _LLDB_FAST = (
 )
 
 
+#: The functions the debugger calls in the target, and where this process finds them.
+_CALLED = (
+    "mmap",
+    "PyGILState_Check",
+    "PyGILState_Ensure",
+    "PyRun_SimpleString",
+    "PyGILState_Release",
+    "Py_AddPendingCall",
+)
+
+
+def _mappings(pid: int | str) -> list[tuple[int, int, int, str]]:
+    """(start, end, file offset, path) of the file-backed mappings of a process."""
+    rows = []
+    with open(f"/proc/{pid}/maps") as f:
+        for line in f:
+            parts = line.split(maxsplit=5)
+            if len(parts) == 6 and parts[5].startswith("/"):
+                lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                rows.append((lo, hi, int(parts[2], 16), parts[5].strip()))
+    return rows
+
+
+def symbol_addresses(pid: int) -> dict[str, int] | None:
+    """The target's addresses of the functions the debugger calls, when it runs the same
+    interpreter and libc files as this process: found here through ctypes, then moved to
+    the target's mappings of the same files. Calling by address spares lldb the symbol
+    lookup it now and then gets wrong while the target sits in a C call (``use of
+    undeclared identifier 'PyRun_SimpleString'``). None when any one cannot be placed."""
+    try:
+        mine, theirs = _mappings("self"), _mappings(pid)
+        libc = ctypes.CDLL(None)
+        found: dict[str, int] = {}
+        for name in _CALLED:
+            lib = libc if name == "mmap" else ctypes.pythonapi
+            here = ctypes.cast(getattr(lib, name), ctypes.c_void_p).value
+            if here is None:
+                return None
+            spot = next(
+                ((off + here - lo, path) for lo, hi, off, path in mine if lo <= here < hi), None
+            )
+            if spot is None:
+                return None
+            file_off, path = spot
+            there = next(
+                (
+                    lo + file_off - off
+                    for lo, hi, off, p in theirs
+                    if p == path and off <= file_off < off + (hi - lo)
+                ),
+                None,
+            )
+            if there is None:
+                return None
+            found[name] = there
+        return found
+    except (OSError, AttributeError, ValueError):
+        return None
+
+
+def _by_address(expr: str, addresses: dict[str, int] | None) -> str:
+    """``expr`` with each called function named by its address in the target."""
+    if not addresses:
+        return expr
+    for name, addr in addresses.items():
+        expr = re.sub(rf"&?(?<![\w$]){name}\b", f"(void*){addr:#x}", expr)
+    return expr
+
+
 def _lldb_attempt(path: str, pid: int, stmt: str, timeout: float, fast: bool = True) -> Attempt:
-    expr = _LLDB_EXPR.format(page=PAGE, code=c_string(stmt), n=len(stmt.encode()))
+    addresses = symbol_addresses(pid)
+    expr = _by_address(
+        _LLDB_EXPR.format(page=PAGE, code=c_string(stmt), n=len(stmt.encode())), addresses
+    )
     cmd = [path, "--batch", "--no-lldbinit"]
     for setting in _LLDB_FAST if fast else ():
         cmd += ["-O", setting]
@@ -324,7 +397,9 @@ def _lldb_attempt(path: str, pid: int, stmt: str, timeout: float, fast: bool = T
         "-o",
         "thread select 1",
         "-o",
-        "expr -l c -- void *$ps_run = (void*)&PyRun_SimpleString; $ps_run",
+        "expr -l c -- void *$ps_run = "
+        + _by_address("(void*)&PyRun_SimpleString", addresses)
+        + "; $ps_run",
         "-o",
         f"expr -l c -t {int(EXPR_TIMEOUT * 1e6)} -- {expr}",
         "-o",
@@ -422,6 +497,10 @@ def _attach_refused(output: str) -> bool:
     return "operation not permitted" in text or ("ptrace" in text and "denied" in text)
 
 
+#: lldb failures that a fresh session usually does not repeat (seen here under load).
+_LLDB_TRANSIENT = ("undeclared identifier", "Execution was interrupted")
+
+
 def _one_attempt(target: Target, stmt: str, timeout: float, tried: list[str]) -> Attempt:
     """Try each debugger until one reports what it did."""
     available = debuggers()
@@ -437,7 +516,7 @@ def _one_attempt(target: Target, stmt: str, timeout: float, tried: list[str]) ->
         for _ in range(2):
             if kind != "lldb" or attempt.code is not None:
                 break
-            if "undeclared identifier" not in attempt.output:
+            if not any(m in attempt.output for m in _LLDB_TRANSIENT):
                 break
             # Now and then lldb misses the interpreter's symbols (seen here about one
             # attach in ten under load, never twice running): again, loading them all.

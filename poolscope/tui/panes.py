@@ -140,6 +140,8 @@ class LeaksView(FeedsView):
     def __init__(self, ctl: Controls) -> None:
         super().__init__("3 Leaks", "leaks", ctl)
         self._groups: dict[str, views.LeakGroup] = {}
+        #: "N of M leak groups shown" when the list is cut, kept above any group's detail.
+        self._shown_note: Text | None = None
 
     def compose(self) -> ComposeResult:
         yield KeyedTable(views.LEAK_COLUMNS, id="leaks-table")
@@ -156,20 +158,22 @@ class LeaksView(FeedsView):
         selected = self.ctl.selected_leak
         key = selected if selected in self._groups else None
         key = key or table.selected_key
-        detail = views.leak_detail(self._groups.get(key) if key else None)
+        self._shown_note = None
         if len(everything) > len(groups):
             rest = len(everything) - len(groups)
-            detail = Text.assemble(
+            self._shown_note = Text.assemble(
                 (f"{len(groups):,} of {len(everything):,} leak groups shown ", "bold"),
                 (f"(open first, then longest held; {rest:,} more)\n\n", "dim"),
-                detail,
             )
-        self.query_one("#leak-detail", Static).update(detail)
+        self.show_group(key)
 
     def show_group(self, key: str | None) -> None:
-        """The detail of a highlighted group (its leaks are in the last copy)."""
-        group = self._groups.get(key or "")
-        self.query_one("#leak-detail", Static).update(views.leak_detail(group))
+        """The detail of a highlighted group (its leaks are in the last copy), under the
+        note of how many groups are shown when the list is cut."""
+        detail = views.leak_detail(self._groups.get(key or "") if key else None)
+        if self._shown_note is not None:
+            detail = Text.assemble(self._shown_note, detail)
+        self.query_one("#leak-detail", Static).update(detail)
 
 
 class HeartbeatView(FeedsView):
