@@ -12,6 +12,7 @@ from typing import Any
 from poolscope.cli import CommandError, UsageError
 from poolscope.commands.common import pid_number, positive_float
 from poolscope.endpoint import Endpoint
+from poolscope.textsafe import visible
 
 
 def add_parser(p: argparse.ArgumentParser) -> None:
@@ -89,14 +90,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result))
         return 0
+    print(injected_line(args.pid, result))
+    return 0
+
+
+def injected_line(pid: int, result: dict[str, Any]) -> str:
+    """The one line an inject prints. Pool names and the endpoint come from the target:
+    untrusted text, made visible like everything from the stream."""
     pools = ", ".join(str(p) for p in result.get("pools", [])) or "none found yet"
-    print(
-        f"poolscope: injected into pid {args.pid} ({result['transport']}; stopped "
-        f"{result['stopped']:.2f}s, bootstrap {1000 * float(result.get('pause', 0)):.1f}ms): "
-        f"streaming on {result['endpoint']}; pools: {pools}; "
+    return visible(
+        f"poolscope: injected into pid {pid} ({result['transport']}; stopped "
+        f"{result['stopped']:.2f}s, bootstrap {1000 * float(result.get('pause', 0)):.1f}ms"
+        f"): streaming on {result['endpoint']}; pools: {pools}; "
         f"{result.get('adopted', 0)} checked-out connection(s) adopted"
     )
-    return 0
 
 
 def endpoint_for_pid(pid: int) -> Endpoint:
@@ -113,9 +120,11 @@ def endpoint_for_pid(pid: int) -> Endpoint:
                 break
     result = inject(pid)
     print(
-        f"poolscope: injected into pid {pid} ({result['transport']}; stopped "
-        f"{result['stopped']:.2f}s): streaming on {result['endpoint']}; "
-        f"`poolscope detach {pid}` undoes it",
+        visible(
+            f"poolscope: injected into pid {pid} ({result['transport']}; stopped "
+            f"{result['stopped']:.2f}s): streaming on {result['endpoint']}; "
+            f"`poolscope detach {pid}` undoes it"
+        ),
         file=sys.stderr,
     )
     return parse_endpoint(str(result["endpoint"]))

@@ -221,3 +221,16 @@ def test_attach_pid_injects_once_then_reuses_the_stream(
     assert first.port
     assert endpoint_for_pid(pid) == first  # from the discovery entry: not injected again
     detach(pid, env=env)
+
+
+@pytest.mark.fast
+def test_inject_line_makes_the_targets_pool_names_visible() -> None:
+    from poolscope.commands.inject import injected_line
+
+    hostile = "orders\x1b]52;c;cHduZWQ=\x07\u202e"
+    line = injected_line(
+        42, {"transport": "lldb", "stopped": 0.1, "endpoint": "127.0.0.1:1\x1b[2J",
+             "pools": [hostile], "adopted": 1},
+    )  # fmt: skip
+    assert "\x1b" not in line and "\x07" not in line and "\u202e" not in line
+    assert "orders\\x1b]52;c;cHduZWQ=" in line and "\\u202e" in line
