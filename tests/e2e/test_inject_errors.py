@@ -93,20 +93,26 @@ def test_unsupported_python_version(spawn: object, tmp_path: Path) -> None:
     assert "runs Python 3.9, which poolscope does not support" in _refused(pid)
 
 
+_AS_NOBODY = ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"]
+_SLEEPER = "import time; print('{\"ready\": true}', flush=True); time.sleep(60)"
+
+
+def _python_for_nobody() -> str | None:
+    """An interpreter user nobody can run. Not the venv's: a checkout under a 0700
+    directory (``mktemp -d``) is closed to other users, its venv and test apps too."""
+    for exe in (os.path.realpath(sys.executable), shutil.which("python3")):
+        if exe and subprocess.run([*_AS_NOBODY, exe, "-I", "-c", "pass"]).returncode == 0:
+            return exe
+    return None
+
+
 def test_another_users_process(spawn: object) -> None:
     if os.geteuid() != 0 or shutil.which("setpriv") is None:
         pytest.skip("needs root and setpriv to start another user's process")
-    pid = spawn(  # type: ignore[operator]
-        [
-            "setpriv",
-            "--reuid=65534",
-            "--regid=65534",
-            "--clear-groups",
-            sys.executable,
-            str(APPS / "live_plain.py"),
-            "sleep",
-        ]
-    )
+    exe = _python_for_nobody()
+    assert exe is not None, "no Python that user nobody may run"
+    # The refusal comes before anything of the target's is read: a bare sleeper will do.
+    pid = spawn([*_AS_NOBODY, exe, "-I", "-c", _SLEEPER])  # type: ignore[operator]
     line = _refused(pid)
     assert "belongs to" in line and "only into your own processes" in line, line
 
