@@ -200,9 +200,10 @@ class PoolState:
             str(ev.get("pool", "?")), conn, t, number(ev, "hold"), lost=ev.get("lost") is True
         )
 
-    # The two most frequent events, with checked arguments. The application's
-    # runtime calls these directly for its own acquires and releases (values it
-    # measured itself), skipping the generic ``apply`` and its per-field checks.
+    # The two most frequent events, with checked arguments: the only fold of an
+    # acquire or a release (``apply`` checks a peer's fields, then calls these). The
+    # application's drain calls them directly for its own acquires and releases
+    # (values it measured itself), skipping ``apply`` and its per-field checks.
     def fold_acquire(
         self,
         pool: str,
@@ -212,7 +213,12 @@ class PoolState:
         site: int | None,
         task: str,
         tags: int | None = None,
+        mono: float = 0.0,
+        raw_site: Any = None,
+        ref: Any = None,
     ) -> None:
+        """An acquire. ``mono``, ``raw_site`` and ``ref`` are the application's own (see
+        :class:`Holder`): the open hold its leak watch reads is the holder kept here."""
         p = self.pools.get(pool) or self.pool(pool)
         if t > p.last_t:
             p.last_t = t
@@ -228,7 +234,7 @@ class PoolState:
             self.attribution.on_acquire(pool, t, w, tags, holders)
             return
         replaced = holders.get(conn)
-        holder = holders[conn] = Holder(conn, t, site, task, tags)
+        holder = holders[conn] = Holder(conn, t, site, task, tags, mono, raw_site, ref)
         self.attribution.on_acquire(pool, t, w, tags, holders, holder, replaced)
 
     def fold_release(
@@ -238,6 +244,14 @@ class PoolState:
         out. Either way it is a release with its hold time, so acquires = releases
         + connections checked out."""
         p = self.pools.get(pool) or self.pool(pool)
+        self.fold_ended(p, p.holders.pop(conn, None), t, hold, lost)
+
+    def fold_ended(
+        self, p: PoolMetrics, holder: Holder | None, t: float, hold: float, lost: bool = False
+    ) -> None:
+        """``fold_release`` once the holder is out of ``p.holders`` (the application's
+        drain takes it out itself: it reads the holder first, for the hold time and a
+        reported leak)."""
         if t > p.last_t:
             p.last_t = t
         p.releases += 1
@@ -249,7 +263,7 @@ class PoolState:
             slot = p.recent.slot(t)
             slot.releases += 1
             slot.hold.add_trusted(h)
-        self.attribution.on_release(pool, p.holders.pop(conn, None), t, h)
+        self.attribution.on_release(p.name, holder, t, h)
 
     def advance(self, t: float) -> None:
         """Count one event folded at ``t`` (for callers of the ``fold_*`` methods)."""

@@ -44,15 +44,44 @@ class Sample:
     timeouts: int
 
 
-@dataclass
+#: The fields of a holder that travel in a ``sync`` (the rest are the application's).
+HOLDER_WIRE_FIELDS = ("conn", "since", "site", "task", "tags")
+
+
+@dataclass(slots=True)
 class Holder:
-    """A connection checked out right now."""
+    """A connection checked out right now.
+
+    The one record of an open hold, on both sides. In the application the runtime's
+    leak watch reads it too (the fields after ``tags``): when it was taken by the
+    monotonic clock, the raw acquire site to format for a leak, the holder to read a
+    live stack from, and whether it was reported as a leak. An observer leaves those
+    at their defaults; a ``sync`` carries only :data:`HOLDER_WIRE_FIELDS`.
+    """
 
     conn: str
     since: float
     site: int | None
     task: str
     tags: int | None = None  # the ps.tag() labels id (see PoolState.attribution)
+    #: ``time.perf_counter()`` at the acquire (application side; 0.0 when unknown).
+    mono: float = 0.0
+    #: The acquire site as captured (``sites.capture``), formatted only for a leak.
+    raw_site: Any = None
+    #: A weak reference to the holding task, or the holding thread's ident.
+    ref: Any = None
+    #: Reported as a leak and not yet returned (an ``unleak`` follows its release).
+    leak_reported: bool = False
+
+    def wire(self) -> dict[str, Any]:
+        """The holder as a ``sync`` carries it."""
+        return {
+            "conn": self.conn,
+            "since": self.since,
+            "site": self.site,
+            "task": self.task,
+            "tags": self.tags,
+        }
 
 
 @dataclass

@@ -120,7 +120,7 @@ def pool_to_dict(p: PoolMetrics) -> dict[str, Any]:
         "heartbeat_latency": [list(x) for x in p.heartbeat_latency],
         "heartbeat_failures": [list(x) for x in p.heartbeat_failures],
         "last_error": p.last_error,
-        "holders": [h.__dict__ for h in p.holders.values()],
+        "holders": [h.wire() for h in p.holders.values()],
         "series": [
             [s.t, s.in_use, s.idle, s.waiting, s.max, s.acquires, s.timeouts] for s in p.series
         ],

@@ -15,7 +15,8 @@ from typing import Any
 import pytest
 
 import poolscope.instrument as ps
-from poolscope.instrument import discovery, errors, sites
+from poolscope.instrument import discovery, errors, leakwatch, sites
+from poolscope.instrument import drain as drain_module
 from poolscope.instrument import runtime as runtime_module
 from poolscope.instrument import server as server_module
 from tests.fixtures.faults import RawObserver, await_for, make_pool, workload
@@ -56,9 +57,9 @@ def _only_for(etype: str, real: Callable[[Any], Any]) -> Callable[[Any], Any]:
 
 
 def _break_acquire_encoding(mp: pytest.MonkeyPatch) -> None:
-    # The generic encoder, and the runtime's fast line for its own acquires.
-    mp.setattr(runtime_module, "encode", _only_for("acquire", runtime_module.encode))
-    mp.setattr(runtime_module, "encode_acquire", boom)
+    # The generic encoder, and the drain's fast line for the application's acquires.
+    mp.setattr(drain_module, "encode", _only_for("acquire", drain_module.encode))
+    mp.setattr(drain_module, "encode_acquire", boom)
 
 
 # name -> (set-up before instrument(), set-up after, is the error event expected in the model)
@@ -116,7 +117,7 @@ FAULTS: dict[str, tuple[Setup, Setup, bool]] = {
         True,
     ),
     "leak report (holder's stack)": (
-        lambda mp, rt: mp.setattr(runtime_module, "_current_stack", boom),
+        lambda mp, rt: mp.setattr(leakwatch, "current_stack", boom),
         _nothing,
         True,
     ),

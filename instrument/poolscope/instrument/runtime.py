@@ -1,6 +1,10 @@
-"""The background thread: drain the Recorder, fold, detect leaks, poll gauges, stream.
+"""The background thread's life and its tick: when to drain, poll, watch and send.
 
 One daemon thread runs an asyncio loop that owns everything after the hot path.
+This module starts and stops it (also across a fork), registers pools, and
+schedules the work others do: the drain (:mod:`.drain`: fold and format), the
+leak watch (:mod:`.leakwatch`), the gauges poll, the stream server
+(:mod:`.server`) and what an observer is greeted with (:mod:`.greeting`).
 Nothing here may raise into the application: every step is guarded and a
 failure is counted by :mod:`errors`.
 """
@@ -11,21 +15,18 @@ import asyncio
 import atexit
 import logging
 import os
-import sys
 import threading
 import time
-import weakref
 from collections.abc import Callable
 from typing import Any
 
 from poolscope.endpoint import DEFAULT_HOST, DEFAULT_PORT, Endpoint, parse_endpoint
-from poolscope.events import PROTOCOL_VERSION, Event, encode, encode_acquire, encode_release
-from poolscope.model import MAX_SITES, PoolState
-from poolscope.version import __version__
+from poolscope.events import Event, encode
+from poolscope.fold import PoolState
 
-from . import discovery, errors, sites
+from . import discovery, errors, greeting, leakwatch
+from .drain import Drain
 from .recorder import PoolHandle, Recorder
-from .redact import redact, redact_argv
 from .server import StreamServer
 
 log = logging.getLogger("poolscope")
@@ -45,84 +46,6 @@ BACKGROUND_SHARE = 0.2
 OVERLOAD_CHUNK = 512
 STATE_INTERVAL = 1.0
 LEAK_CHECK_INTERVAL = 0.25
-MAX_TAGS = 10_000
-
-
-# An open hold, by (pool, conn): (perf_counter at acquire, site id, raw site, task
-# name, holder - a weakref to the task or a thread ident). A tuple, not an object:
-# one is made per acquire on the background thread. Reported ones are in ``_reported``.
-_Hold = tuple[float, "int | None", Any, str, Any]
-
-
-def _holder_name(holder: Any) -> tuple[str, Any]:
-    if holder is None:
-        return "", None
-    if isinstance(holder, int):
-        th = threading._active.get(holder)  # type: ignore[attr-defined]
-        return (th.name if th is not None else f"thread-{holder}"), holder
-    get_name = getattr(holder, "get_name", None)
-    if get_name is not None:
-        try:
-            return str(get_name()), weakref.ref(holder)
-        except TypeError:
-            return str(get_name()), None
-    return str(holder), None
-
-
-# Task and thread names are the application's text (``GET /login?password=...``, a
-# DSN in a thread name): redacted before they reach the stream, leaks and holders.
-# Names repeat, so a bounded cache keeps the per-acquire cost a dict lookup.
-MAX_NAMES = 4096
-_redacted_names: dict[str, str] = {}
-
-
-def _redacted_name(name: str) -> str:
-    out = _redacted_names.get(name)
-    if out is None:
-        if len(_redacted_names) >= MAX_NAMES:
-            _redacted_names.clear()
-        out = _redacted_names[name] = redact(name)
-    return out
-
-
-def request_name(labels: Any) -> str | None:
-    try:
-        name = labels.request_name()
-        return name if isinstance(name, str) else None
-    except Exception as exc:
-        errors.report("tags", exc)
-        return None
-
-
-def _format_site(raw: Any) -> list[dict[str, Any]]:
-    """An acquire site as frames; [] when there is none or it cannot be formatted, so
-    the acquire, release or leak that carries it is never lost with it."""
-    if not raw:
-        return []
-    try:
-        return sites.format_site(raw)
-    except Exception as exc:
-        errors.report("site formatting", exc)
-        return []
-
-
-def _current_stack(holder: Any) -> list[dict[str, Any]]:
-    """The holder's stack right now (innermost first), application frames only."""
-    try:
-        if isinstance(holder, int):
-            frame = sys._current_frames().get(holder)
-            frames: list[Any] = []
-            while frame is not None and len(frames) < 50:
-                frames.append(frame)
-                frame = frame.f_back
-            return sites.format_frames(frames)
-        task = holder() if isinstance(holder, weakref.ref) else None
-        if task is not None and not task.done():
-            frames = list(reversed(task.get_stack(limit=50)))
-            return sites.format_frames(frames)
-    except Exception as exc:
-        errors.report("current stack", exc)
-    return []
 
 
 def _quiet_loop_errors(loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -139,6 +62,7 @@ class Runtime:
         self.recorder = Recorder()
         self.handles: dict[str, PoolHandle] = {}
         self.model = PoolState()
+        self.drain = Drain(self.model)
         self.server: StreamServer | None = None
         self.endpoint: Endpoint | None = None
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -146,14 +70,6 @@ class Runtime:
         self.state_interval = STATE_INTERVAL
         self._lock = threading.Lock()
         self._ready = threading.Event()
-        self._offset = time.time() - time.perf_counter()
-        self._holds: dict[tuple[str, str], _Hold] = {}
-        self._reported: set[tuple[str, str]] = set()  # holds reported as leaks
-        self._site_ids: dict[Any, int] = {}
-        # ps.tag() labels interned like sites; the labels id of each open hold.
-        self._tag_ids: dict[tuple[tuple[str, str], ...], int] = {}
-        self._hold_tags: dict[tuple[str, str], int] = {}
-        self._pending: list[Event] = []
         self._stopping = False
         self._listen_token: str | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -285,10 +201,8 @@ class Runtime:
             self.server = None
             self.endpoint = None
             self.recorder.buffer.clear()  # the parent's events, the parent sends them
-            self._holds.clear()
-            self._hold_tags.clear()
-            self._reported.clear()
-            self.model = PoolState()
+            self.model = PoolState()  # the parent's holds too: they are the parent's
+            self.drain = Drain(self.model)
             self._process = discovery.process_name()
             self.model.apply(self._hello())
             if inherited is not None:
@@ -372,9 +286,8 @@ class Runtime:
             self.server = None
             self.endpoint = None
             self._serve_args = None
-            self._holds.clear()
-            self._hold_tags.clear()
-            self._reported.clear()
+            for p in self.model.pools.values():  # no leak watch of pools now gone
+                p.holders.clear()
             self._stopping = False
         return True
 
@@ -405,28 +318,10 @@ class Runtime:
 
     # -- protocol ----------------------------------------------------------------
     def _hello(self) -> Event:
-        return {
-            "type": "hello",
-            "t": time.time(),
-            "protocol": PROTOCOL_VERSION,
-            "pid": os.getpid(),
-            "process": self._process,
-            "argv": redact_argv(sys.argv)[:8],  # redacted whole, then cut
-            "version": __version__,
-            "python": sys.version.split()[0],
-        }
+        return greeting.hello(self._process)
 
     def _greeting(self) -> list[bytes]:
-        now = time.time()
-        lines = [
-            encode(self._hello()),
-            encode({"type": "sync", "t": now, "state": self.model.to_dict()}),
-        ]
-        # Each pool's configuration again as a live event, so a recording that
-        # starts late still describes its pools line by line.
-        for handle in list(self.handles.values()):
-            lines.append(encode({"type": "pool", "t": now, **handle.describe()}))
-        return lines
+        return greeting.lines(self._process, self.model, list(self.handles.values()))
 
     # -- the background work -----------------------------------------------------
     async def _drain_loop(self) -> None:
@@ -538,261 +433,25 @@ class Runtime:
             for where, (n, message) in pending.items()
         ]
 
-    def _site_id(self, raw: Any) -> int | None:
-        if not raw:
-            return None
-        sid = self._site_ids.get(raw)
-        if sid is None:
-            if len(self._site_ids) >= MAX_SITES:
-                return None
-            sid = self._site_ids[raw] = len(self._site_ids) + 1
-            stack = _format_site(raw)
-            self._pending.append({"type": "site", "t": time.time(), "id": sid, "stack": stack})
-        return sid
-
-    def _tags_id(self, labels: Any) -> int | None:
-        """The id of the labels in effect at an acquire (a ``tags`` event for new ones)."""
-        try:
-            pairs = labels.items()
-        except Exception as exc:
-            errors.report("tags", exc)
-            return None
-        if not pairs:
-            return None
-        tid = self._tag_ids.get(pairs)
-        if tid is None:
-            if len(self._tag_ids) >= MAX_TAGS:
-                return None
-            tid = self._tag_ids[pairs] = len(self._tag_ids) + 1
-            self._pending.append(
-                {"type": "tags", "t": time.time(), "id": tid, "labels": dict(pairs)}
-            )
-        return tid
-
-    def _complete_leak(self, ev: Event) -> None:
-        """An adapter's proven leak (collected or unreachable while held) names only the
-        connection: add the acquire site, task and held time from the open hold."""
-        key = (str(ev.get("pool")), str(ev.get("conn")))
-        h = self._holds.get(key)
-        ev["held"] = time.perf_counter() - h[0] if h is not None else ev.get("held", 0.0)
-        ev["stack"] = _format_site(h[2]) if h is not None else []
-        ev["task"] = h[3] if h is not None else ""
-        ev["site"] = h[1] if h is not None else None
-        ev["tags"] = self._hold_tags.get(key)
-        if h is not None:
-            self._reported.add(key)
-
-    def _end_lost_hold(self, close: Event) -> None:
-        """A connection closed while checked out (lost, invalidated, collected): its hold
-        ends here, as a ``release`` with ``lost: true`` and the time held, queued just
-        before the close - so acquires = releases + holds open, for every adapter."""
-        key = (str(close.get("pool")), str(close.get("conn")))
-        h = self._holds.pop(key, None)
-        if h is None:
-            return
-        t = close.get("t")
-        end = t - self._offset if isinstance(t, float) else time.perf_counter()
-        release: Event = {"type": "release", "t": t, "pool": key[0], "conn": key[1]}
-        release.update(hold=max(end - h[0], 0.0), lost=True, reason=close.get("reason"))
-        self._pending.append(release)
-
-    def _normalise(self, item: Any) -> Event | None:
-        """A non-hot event (a dict from ``PoolHandle.event`` or the runtime), checked."""
-        if not isinstance(item, dict):
-            return None
-        if item.get("type") == "leak" and "stack" not in item:
-            self._complete_leak(item)
-        elif item.get("type") == "close":
-            self._end_lost_hold(item)
-        # Last line of defence for secrets: a driver's message may quote the DSN (and
-        # a task name, in events such as ``adopt``, a request's query string).
-        for key in ("error", "target", "task"):
-            value = item.get(key)
-            if isinstance(value, str):
-                item[key] = errors.redact(value)
-        return item
-
     def _drain(self, limit: int = DRAIN_CHUNK) -> bool:
-        """Fold and send up to DRAIN_CHUNK buffered events; True if more are waiting.
-
-        Events are folded here, in order. The hot-path tuples (acquire, release) never
-        become dicts unless a tap wants them: they are folded through the model's
-        checked-argument fast path and, only when an observer is connected, formatted
-        straight into their NDJSON lines (``encode_acquire``/``encode_release``, byte
-        for byte what ``encode`` makes of the dict). Everything else goes through
-        ``apply`` and ``encode``.
-        """
-        self._offset = offset = time.time() - time.perf_counter()
+        """Fold and send up to ``limit`` buffered events (:mod:`.drain`); True if more
+        are waiting. Internal errors and the recorder's drops go first."""
+        offset = time.time() - time.perf_counter()
         items = self.recorder.drain(limit)
         dropped = self.recorder.take_dropped()
         server = self.server
-        want_lines = server is not None and bool(server.observers)
-        want_events = bool(self.taps)
-        lines: list[bytes] = []
-        events: list[Event] = []
-        model = self.model
-        fold_acquire = model.fold_acquire
-        fold_release = model.fold_release
-        holds = self._holds
-        reported = self._reported
-        pending = self._pending
-        site_id = self._site_id
-        tags_id = self._tags_id
-        hold_tags = self._hold_tags
-        # Fast events not yet counted by the model: counted in one go before any
-        # generic ``apply`` (so its clock never runs behind an event it folds) and at
-        # the end.
-        n_fast = 0
-        t_first = t_last = 0.0
-
-        def generic(batch: list[Event]) -> None:
-            nonlocal n_fast
-            if n_fast:
-                model.advance_many(n_fast, t_first, t_last)
-                n_fast = 0
-            for ev in batch:
-                try:
-                    model.apply(ev)
-                except Exception as exc:
-                    errors.report("fold", exc)
-                if ev.get("type") == "close":
-                    # A connection closed while held (lost, reclaimed, collected) is no
-                    # longer a holder; the model resolves any leak reported for it.
-                    key = (str(ev.get("pool")), str(ev.get("conn")))
-                    holds.pop(key, None)
-                    hold_tags.pop(key, None)
-                    reported.discard(key)
-                if want_lines:
-                    try:
-                        lines.append(encode(ev))
-                    except Exception as exc:
-                        errors.report("encode", exc)
-            if want_events:
-                events.extend(batch)
-
         first = self._take_errors()
         if dropped:
             first.append(
                 {"type": "dropped", "t": time.time(), "count": dropped, "where": "recorder"}
             )
-        if first:
-            generic(first)
-        for item in items:
-            try:
-                if type(item) is not tuple:
-                    ev = self._normalise(item)
-                    if pending:
-                        generic(pending)
-                        pending.clear()
-                    if ev is not None:
-                        generic([ev])
-                    continue
-                kind = item[0]
-                if kind == "acquire":
-                    _, mono, pool, conn, wait, raw_site, holder, labels = item
-                    t = mono + offset
-                    site = site_id(raw_site) if raw_site else None
-                    # Before the holder's name: a request's labels may rename its task.
-                    tid = tags_id(labels) if labels is not None else None
-                    task, ref = _holder_name(holder)
-                    if tid is not None:  # a web request's holder is named after it
-                        task = request_name(labels) or task
-                    task = _redacted_name(task)
-                    c = conn if type(conn) is str else str(conn)
-                    key = (pool, c)
-                    if reported:
-                        reported.discard(key)
-                    holds[key] = (mono, site, raw_site, task, ref)
-                    if tid is not None:
-                        hold_tags[key] = tid
-                    elif hold_tags:
-                        hold_tags.pop(key, None)
-                    if pending:  # a new site's ``site`` event goes before its acquire
-                        generic(pending)
-                        pending.clear()
-                    try:
-                        fold_acquire(pool, c, t, wait, site, task, tid)
-                    except Exception as exc:
-                        errors.report("fold", exc)
-                    if not n_fast:
-                        t_first = t
-                    n_fast += 1
-                    if t > t_last:
-                        t_last = t
-                    if want_lines:
-                        try:
-                            lines.append(encode_acquire(t, pool, c, wait, site, task, tid))
-                        except Exception as exc:
-                            errors.report("encode", exc)
-                    if want_events:
-                        events.append(
-                            {
-                                "type": "acquire",
-                                "t": t,
-                                "pool": pool,
-                                "conn": c,
-                                "wait": wait,
-                                "site": site,
-                                "task": task,
-                                **({"tags": tid} if tid is not None else {}),
-                            }
-                        )
-                elif kind == "release":
-                    _, mono, pool, conn, hold = item
-                    t = mono + offset
-                    c = conn if type(conn) is str else str(conn)
-                    key = (pool, c)
-                    h = holds.pop(key, None)
-                    rtid = hold_tags.pop(key, None) if hold_tags else None
-                    if hold is None:
-                        hold = mono - h[0] if h is not None else 0.0
-                    if h is not None and key in reported:
-                        reported.discard(key)
-                        unleak: Event = {
-                            "type": "unleak",
-                            "t": t,
-                            "pool": pool,
-                            "conn": c,
-                            "held": hold,
-                            "stack": _format_site(h[2]),
-                            "task": h[3],
-                            "site": h[1],
-                            "tags": rtid,
-                        }
-                        release: Event = {
-                            "type": "release",
-                            "t": t,
-                            "pool": pool,
-                            "conn": c,
-                            "hold": hold,
-                        }
-                        generic([unleak, release])
-                        continue
-                    try:
-                        fold_release(pool, c, t, hold)
-                    except Exception as exc:
-                        errors.report("fold", exc)
-                    if not n_fast:
-                        t_first = t
-                    n_fast += 1
-                    if t > t_last:
-                        t_last = t
-                    if want_lines:
-                        try:
-                            lines.append(encode_release(t, pool, c, hold))
-                        except Exception as exc:
-                            errors.report("encode", exc)
-                    if want_events:
-                        events.append(
-                            {"type": "release", "t": t, "pool": pool, "conn": c, "hold": hold}
-                        )
-            except Exception as exc:
-                errors.report("normalise", exc)
-        if pending:
-            generic(pending)
-            pending.clear()
-        if n_fast:
-            model.advance_many(n_fast, t_first, t_last)
+        lines, events = self.drain.run(
+            items,
+            first,
+            offset,
+            want_lines=server is not None and bool(server.observers),
+            want_events=bool(self.taps),
+        )
         if items or first:
             self.generation += 1
         if events:
@@ -844,32 +503,8 @@ class Runtime:
         self._send(events)
 
     def _check_leaks(self) -> None:
-        now = time.perf_counter()
-        out: list[Event] = []
-        reported = self._reported
-        for key, (t0, site, raw_site, task, holder) in list(self._holds.items()):
-            if key in reported:
-                continue
-            pool, conn = key
-            handle = self.handles.get(pool)
-            threshold = handle.leak_threshold if handle is not None else None
-            if not threshold or now - t0 < threshold:
-                continue
-            reported.add(key)
-            out.append(
-                {
-                    "type": "leak",
-                    "t": time.time(),
-                    "pool": pool,
-                    "conn": conn,
-                    "held": now - t0,
-                    "stack": _format_site(raw_site),
-                    "current": _current_stack(holder),
-                    "task": task,
-                    "site": site,
-                    "tags": self._hold_tags.get(key),
-                }
-            )
+        thresholds = {name: h.leak_threshold for name, h in list(self.handles.items())}
+        out = leakwatch.check(self.model, thresholds)
         if out:
             self._emit(out)
 
