@@ -41,10 +41,14 @@ from poolscope.window import RecentWindow
 class PoolState:
     """The folded state of one application process: its pools, leaks and counters."""
 
-    def __init__(self, *, windowed: bool = False) -> None:
+    def __init__(self, *, windowed: bool = False, bulk: bool = False) -> None:
         #: Keep per-second recent windows per pool (the TUI's and the advisor's
         #: choice; the application and the exporter need only totals).
         self.windowed = windowed
+        #: Count waits and holds into the histograms in bulk, at ``settle()`` (the
+        #: application's drain: it settles at the end of every batch, before anything
+        #: reads the state).
+        self.bulk = bulk
         self.process: dict[str, Any] = {}
         self.pools: dict[str, PoolMetrics] = {}
         self.sites: dict[int, list[dict[str, Any]]] = {}
@@ -71,6 +75,8 @@ class PoolState:
             p = self.pools[name] = PoolMetrics(name=name)
             if self.windowed:
                 p.recent = RecentWindow()
+            if self.bulk:
+                p.pending_waits, p.pending_holds = [], []
             if self._parked:
                 _keep_older(p.series, self._parked.pop(name, None))
         return p
@@ -224,7 +230,11 @@ class PoolState:
             p.last_t = t
         p.acquires += 1
         w = wait if wait > 0.0 else 0.0
-        p.wait.add_trusted(w)
+        pending = p.pending_waits
+        if pending is None:
+            p.wait.add_trusted(w)
+        else:
+            pending.append(w)
         if p.recent is not None:
             slot = p.recent.slot(t)
             slot.acquires += 1
@@ -258,12 +268,29 @@ class PoolState:
         if lost:
             p.releases_lost += 1
         h = hold if hold > 0.0 else 0.0
-        p.hold.add_trusted(h)
+        pending = p.pending_holds
+        if pending is None:
+            p.hold.add_trusted(h)
+        else:
+            pending.append(h)
         if p.recent is not None:
             slot = p.recent.slot(t)
             slot.releases += 1
             slot.hold.add_trusted(h)
         self.attribution.on_release(p.name, holder, t, h)
+
+    def settle(self) -> None:
+        """Count the pending waits and holds of a bulk state into their histograms."""
+        if not self.bulk:
+            return
+        for p in self.pools.values():
+            waits, holds = p.pending_waits, p.pending_holds
+            if waits:
+                p.wait.add_many_trusted(waits)
+                waits.clear()
+            if holds:
+                p.hold.add_many_trusted(holds)
+                holds.clear()
 
     def advance(self, t: float) -> None:
         """Count one event folded at ``t`` (for callers of the ``fold_*`` methods)."""
@@ -423,6 +450,7 @@ class PoolState:
     # -- serialisation (the ``sync`` event): poolscope.sync_codec -----------------
     def to_dict(self) -> dict[str, Any]:
         """The state as the ``sync`` event carries it."""
+        self.settle()
         return state_to_dict(self)
 
     @classmethod

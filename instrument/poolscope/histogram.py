@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left as _bisect_left
+from collections import _count_elements  # type: ignore[attr-defined]
+from functools import partial, reduce
+from operator import add as _add
 from typing import Any
 
 BUCKETS_PER_DECADE = 10
@@ -47,6 +50,9 @@ _EDGES = [bucket_upper(k) for k in range(_LOWEST, 61)]
 MAX_BUCKET = 200
 _N_EDGES = len(_EDGES)
 _TOP = _EDGES[-1]
+#: A value's index into the edges: ``bucket_of`` is ``_LOWEST`` + it up to ``_TOP``
+#: (a value at or below MIN_VALUE finds index 0, the lowest bucket, as it should).
+_edge_index = partial(_bisect_left, _EDGES)
 
 
 def bucket_lower(k: int) -> float:
@@ -93,6 +99,35 @@ class Histogram:
             self.min = value
         if value > self.max:
             self.max = value
+
+    def add_many_trusted(self, values: list[float]) -> None:
+        """``add_trusted`` of each value, in order, in one go: the same buckets, count,
+        min, max and sum, to the last bit (the sum is added up in the same order). The
+        application's drain folds a tick's waits and holds this way: the buckets are
+        found and counted by C loops (``map`` of ``bisect_left``, ``_count_elements``)
+        instead of one Python call per value."""
+        if not values:
+            return
+        counts: dict[int, int] = {}
+        _count_elements(counts, map(_edge_index, values))
+        b = self.buckets
+        for i, n in counts.items():
+            if i < _N_EDGES:
+                k = _LOWEST + i
+                b[k] = b.get(k, 0) + n
+        if _N_EDGES in counts:  # beyond the table (~11 days): each value's own bucket
+            for v in values:
+                if v > _TOP:
+                    k = bucket_of(v)
+                    b[k] = b.get(k, 0) + 1
+        self.count += len(values)
+        self.sum = reduce(_add, values, self.sum)
+        lo = min(values)
+        if lo < self.min:
+            self.min = lo
+        hi = max(values)
+        if hi > self.max:
+            self.max = hi
 
     def merge(self, other: Histogram) -> None:
         for k, n in other.buckets.items():

@@ -164,6 +164,11 @@ class PoolMetrics:
     last_t: float = 0.0
     #: Recent slots (observers only: ``PoolState(windowed=True)``); never in a sync.
     recent: RecentWindow | None = None
+    #: Waits and holds folded but not yet counted into ``wait`` / ``hold`` (the
+    #: application's ``PoolState(bulk=True)`` only: its drain counts a tick's values
+    #: in one go, see ``PoolState.settle``); never in a sync.
+    pending_waits: list[float] | None = None
+    pending_holds: list[float] | None = None
 
     def window_stats(self, seconds: float, now: float | None = None) -> WindowStats:
         """Counts and wait/hold histograms of the last ``seconds`` of data time

@@ -166,7 +166,9 @@ def test_max_observers_from_the_environment(
 def test_an_observer_reading_nothing_with_a_full_queue_is_closed(
     fresh_runtime: runtime_module.Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(server_module, "OBSERVER_QUEUE", 500)
+    # Small, so the stalled one fills it soon; above a tick's batch at this rate (8,000
+    # events/s at 10 ticks/s), so the healthy one keeps what it is sent.
+    monkeypatch.setattr(server_module, "OBSERVER_QUEUE", 3000)
     monkeypatch.setattr(server_module, "STALL_TIMEOUT", 1.0)
     pool = ps.instrument(make_pool(max_size=4), listen="127.0.0.1:0", leak_threshold=None)
     rt = fresh_runtime

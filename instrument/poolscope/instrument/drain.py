@@ -85,6 +85,7 @@ class Drain:
         # the end.
         n_fast = 0
         t_first = t_last = 0.0
+        names: dict[int, tuple[str, Any]] = {}
 
         def generic(batch: list[Event]) -> None:
             nonlocal n_fast
@@ -123,7 +124,12 @@ class Drain:
                     site = site_id(raw_site) if raw_site else None
                     # Before the holder's name: a request's labels may rename its task.
                     tid = tags_id(labels) if labels is not None else None
-                    task, ref = holder_name(holder)
+                    # A task or thread that acquires again in the batch is named once
+                    # (the batch holds it, so its id is not reused meanwhile).
+                    named = names.get(id(holder))
+                    if named is None:
+                        named = names[id(holder)] = holder_name(holder)
+                    task, ref = named
                     if tid is not None:  # a web request's holder is named after it
                         task = request_name(labels) or task
                     task = redacted_name(task)
@@ -187,4 +193,5 @@ class Drain:
             pending.clear()
         if n_fast:
             model.advance_many(n_fast, t_first, t_last)
+        model.settle()  # the batch's waits and holds into the histograms, in one go
         return lines, events

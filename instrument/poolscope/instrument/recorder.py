@@ -15,12 +15,16 @@ from collections.abc import Callable
 from itertools import repeat as _repeat
 from typing import Any
 
+from poolscope.events import AcquireRecord, Event, ReleaseRecord
+
 from . import errors, sites, tags
 
 #: Events held for the background thread before the oldest are dropped.
 DEFAULT_CAPACITY = 200_000
 
 Gauges = Callable[[], "dict[str, Any] | None"]
+#: What the buffer holds: the two hot-path records, and rarer events as dicts.
+Item = AcquireRecord | ReleaseRecord | Event
 
 
 class Recorder:
@@ -28,12 +32,12 @@ class Recorder:
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         self.capacity = capacity
-        self.buffer: deque[Any] = deque(maxlen=capacity)
+        self.buffer: deque[Item] = deque(maxlen=capacity)
         # Items lost to a full buffer. Incremented only when full, so the
         # unsynchronised += costs nothing in the common case.
         self.dropped = 0
 
-    def append(self, item: Any) -> None:
+    def append(self, item: Item) -> None:
         try:
             buf = self.buffer
             if len(buf) >= self.capacity:
@@ -42,7 +46,7 @@ class Recorder:
         except Exception as exc:
             errors.report("recorder", exc)
 
-    def drain(self, limit: int = 1 << 30) -> list[Any]:
+    def drain(self, limit: int = 1 << 30) -> list[Item]:
         """Take buffered items, oldest first (background thread only)."""
         buf = self.buffer
         pop = buf.popleft
@@ -120,7 +124,17 @@ class PoolHandle:
             try:
                 if len(buf) >= cap:
                     rec.dropped += 1
-                append(("acquire", clock(), pool_name, conn, wait, site, holder, get_tags()))
+                record: AcquireRecord = (
+                    "acquire",
+                    clock(),
+                    pool_name,
+                    conn,
+                    wait,
+                    site,
+                    holder,
+                    get_tags(),
+                )
+                append(record)
             except Exception as exc:
                 errors.report("recorder", exc)
 
@@ -129,7 +143,14 @@ class PoolHandle:
             try:
                 if len(buf) >= cap:
                     rec.dropped += 1
-                append(("release", clock() if t is None else t, pool_name, conn, hold))
+                record: ReleaseRecord = (
+                    "release",
+                    clock() if t is None else t,
+                    pool_name,
+                    conn,
+                    hold,
+                )
+                append(record)
             except Exception as exc:
                 errors.report("recorder", exc)
 
@@ -182,20 +203,19 @@ class PoolHandle:
             try:
                 if len(buf) >= cap:
                     rec.dropped += 1
-                append(
-                    (
-                        "acquire",
-                        clock() if t is None else t,
-                        pool_name,
-                        conn,
-                        wait,
-                        site,
-                        current_task()
-                        if loop is None or tasks_by_loop is None
-                        else tasks_by_loop.get(loop),
-                        get_tags(),
-                    )
+                record: AcquireRecord = (
+                    "acquire",
+                    clock() if t is None else t,
+                    pool_name,
+                    conn,
+                    wait,
+                    site,
+                    current_task()
+                    if loop is None or tasks_by_loop is None
+                    else tasks_by_loop.get(loop),
+                    get_tags(),
                 )
+                append(record)
             except Exception as exc:
                 errors.report("recorder", exc)
 

@@ -124,6 +124,9 @@ class Observer:
         self.inbuf = bytearray()
         #: Last time the peer took bytes (or had nothing waiting): a stall is measured from it.
         self.progress = now
+        #: Lines were dropped for it since it last took bytes: it is behind even when
+        #: the drops emptied its queue (a tick's batch can outsize a small queue).
+        self.behind = False
 
     def put(self, lines: list[bytes], blob: bytes | None = None, *, keep: bool = False) -> None:
         """Queue ``lines`` (``blob`` is their concatenation when the caller has it);
@@ -149,6 +152,7 @@ class Observer:
                 continue
             q.lines -= chunk[1]
             self.dropped += chunk[2]
+            self.behind = True
         chunks.extendleft(reversed(kept))
 
 
@@ -525,9 +529,10 @@ class StreamServer:
         for ob in list(self.observers):
             if not ob.closed and (ob.queue or ob.dropped):
                 self._write(ob, now)
-            if not ob.queue:
+            if not ob.queue and not ob.behind:
                 ob.progress = now
-            if not ob.closed and now - ob.progress >= stall and 2 * len(ob.queue) >= ob.capacity:
+            full = ob.behind or 2 * len(ob.queue) >= ob.capacity
+            if not ob.closed and now - ob.progress >= stall and full:
                 ob.closed = True
                 self.refusals.note(f"closed: read nothing for {stall:.0f} s", now)
             if ob.closed:
@@ -576,6 +581,7 @@ class StreamServer:
         if sent <= 0:
             return
         ob.progress = now
+        ob.behind = False
         chunks = q.chunks
         while sent and chunks:
             left = len(chunks[0][0]) - q.offset
