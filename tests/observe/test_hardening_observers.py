@@ -159,7 +159,10 @@ def test_killed_and_stalled_observers(
     assert during >= 0.7 * baseline, (baseline, during)
     assert thread.failures == 0
     assert rss1 - rss0 < 40 * MiB, (rss0, rss1)
-    assert fds1 <= fds0 + 2
+    # No descriptor kept: a connection being accepted or closed in the tick under way
+    # (the server's tick is 10 Hz) may still hold one for a moment.
+    if fds1 > fds0 + 2:
+        wait_for(lambda: proc_usage()[1] <= fds0 + 2, 5.0)
     errors.listeners.remove(seen.append_error)
     assert not seen.stream(), seen  # a dead or stalled peer is not an internal error
 

@@ -1,0 +1,183 @@
+"""Issue 18's work, before and after, in one session: the tree at :data:`BEFORE` (the
+start of the drain/holds/timer work) against this tree's HEAD, in alternating pairs so
+both sides see the same load on the shared machine.
+
+Per side and pair, in that side's own ``git worktree``:
+
+* ``python -m bench --quick --only overhead_reference overhead_sqlalchemy stream`` and the
+  numbers those benchmarks state (as :mod:`bench.house_ab` reads them);
+* the background fold alone: ``Runtime._drain`` over a prefilled recorder of 100,000
+  events (acquire/release pairs of an asyncio task over 8 connections, site captured at
+  leak-detection depth), CPU per event, untagged and tagged (``bench.fold_cost`` part 1);
+* the idle background thread: a reference pool instrumented and left alone for 5 s,
+  the poolscope thread's own CPU clock as a share of one core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from bench.house_ab import _dig
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The last commit before the drain split, the model's holders and the single timer.
+BEFORE = os.environ.get("POOLSCOPE_AB_BEFORE", "b731c6f")
+BENCHES = ("overhead_reference", "overhead_sqlalchemy", "stream")
+MEASURES = (
+    ("overhead_reference", "added_ns.api_leak_off", "reference pool, leak off, app thread", "ns"),
+    ("overhead_reference", "added_ns.api_leak_on", "reference pool, leak on, app thread", "ns"),
+    (
+        "overhead_reference",
+        "added_process_cpu_ns.api_leak_off",
+        "reference pool, leak off, whole process",
+        "ns",
+    ),
+    (
+        "overhead_reference",
+        "added_process_cpu_ns.api_leak_on",
+        "reference pool, leak on, whole process",
+        "ns",
+    ),
+    (
+        "overhead_sqlalchemy",
+        "sqlite.configs.poolscope-leak-off.cpu.added_us",
+        "SQLAlchemy sqlite, leak off, whole process",
+        "us",
+    ),
+    (
+        "overhead_sqlalchemy",
+        "sqlite.configs.poolscope-leak-on.cpu.added_us",
+        "SQLAlchemy sqlite, leak on, whole process",
+        "us",
+    ),
+    ("stream", "throughput.paced.delivered", "stream: events delivered of 1.6M paced", ""),
+    ("micro", "fold_untagged_us", "background fold, untagged, per event", "us"),
+    ("micro", "fold_tagged_us", "background fold, tagged, per event", "us"),
+    ("micro", "idle_share_pct", "idle background thread, share of a core", "%"),
+)
+
+# Run inside each side's tree: the fold alone and the idle thread (stdout: JSON).
+_MICRO = r"""
+import asyncio, json, sys, threading, time
+from bench.fold_cost import _fill
+from poolscope.instrument.recorder import PoolHandle
+from poolscope.instrument.runtime import Runtime
+
+def fold(tagged):
+    rt = Runtime()
+    h = PoolHandle(rt.recorder, "p", "reference", leak_threshold=30.0)
+    rt.recorder.append({"type": "pool", "t": time.time(), **h.describe()})
+    rt._drain()
+    _fill(h, 50_000, tagged)
+    n = len(rt.recorder.buffer)
+    c0 = time.process_time()
+    while rt._drain():
+        pass
+    return (time.process_time() - c0) / n * 1e6
+
+out = {"fold_untagged_us": min(fold(False) for _ in range(3)),
+       "fold_tagged_us": min(fold(True) for _ in range(3))}
+import poolscope.instrument as ps
+from poolscope.instrument.runtime import get_runtime
+from poolscope.pool import Pool
+ps.instrument(Pool(lambda: object(), max_size=4), name="idle")
+rt = get_runtime()
+time.sleep(1.0)
+clk = time.pthread_getcpuclockid(rt.thread.ident)
+c0 = time.clock_gettime(clk)
+time.sleep(5.0)
+out["idle_share_pct"] = (time.clock_gettime(clk) - c0) / 5.0 * 100
+print(json.dumps(out))
+"""
+
+
+def _side(tree: Path) -> dict[str, Any]:
+    env = {**os.environ, "PYTHONPATH": f"{tree}:{tree / 'instrument'}"}
+    cmd = [sys.executable, "-m", "bench", "--quick", "--only", *BENCHES]
+    subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True, timeout=1800)
+    data: dict[str, Any] = json.loads((tree / "bench" / "results.json").read_text())
+    out = {name: data["benches"][name].get("result", {}) for name in BENCHES}
+    micro = subprocess.run(
+        [sys.executable, "-c", _MICRO],
+        cwd=tree,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    out["micro"] = json.loads(micro.stdout.strip().splitlines()[-1])
+    return out
+
+
+def run(quick: bool) -> dict[str, Any]:
+    pairs = 2 if quick else 3
+    with tempfile.TemporaryDirectory(prefix="poolscope-perf-ab-") as tmp:
+        old, new = Path(tmp) / "before", Path(tmp) / "after"
+        for where, commit in ((old, BEFORE), (new, "HEAD")):
+            subprocess.run(
+                ["git", "worktree", "add", "--detach", "-f", str(where), commit],
+                cwd=ROOT,
+                check=True,
+                capture_output=True,
+            )
+        try:
+            runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
+            for i in range(pairs):
+                sides = [("before", old), ("after", new)]
+                for label, tree in sides if i % 2 == 0 else reversed(sides):
+                    runs[label].append(_side(tree))
+        finally:
+            for where in (old, new):
+                subprocess.run(
+                    ["git", "worktree", "remove", "--force", str(where)],
+                    cwd=ROOT,
+                    capture_output=True,
+                )
+    rows, table = [], {}
+    for bench, path, label, unit in MEASURES:
+        before = [v for r in runs["before"] if (v := _dig(r[bench], path)) is not None]
+        after = [v for r in runs["after"] if (v := _dig(r[bench], path)) is not None]
+        if not before or not after:
+            continue
+        b, a = statistics.median(before), statistics.median(after)
+        table[label] = {"before": before, "after": after, "unit": unit}
+        ratio = f"{a / b:.2f}" if b else "-"
+        rows.append(
+            f"| {label} | {b:,.2f} {unit} ({min(before):,.2f} to {max(before):,.2f}) "
+            f"| {a:,.2f} {unit} ({min(after):,.2f} to {max(after):,.2f}) | {ratio} |"
+        )
+    md = [
+        f"Before: `{BEFORE}`; after: this tree's HEAD. {pairs} alternating pairs (order "
+        f"swapped each pair) of `python -m bench --quick --only {' '.join(BENCHES)}` plus "
+        "the fold-alone and idle-thread measures described in the module; medians with "
+        "the range.",
+        "",
+        "| measure | before | after | after / before |",
+        "|---|---|---|---|",
+        *rows,
+    ]
+    return {
+        "title": "Issue 18: the drain split, holds in the model, bulk histograms, one timer",
+        "pairs": pairs,
+        "before_commit": BEFORE,
+        "measures": table,
+        "markdown": "\n".join(md),
+        "notes": (
+            "Run: `python -m bench --only perf_ab` (POOLSCOPE_AB_BEFORE=<commit> to "
+            "compare another tree). The fold-alone and idle measures are the least noisy: "
+            "one thread, CPU clocks, minimum of three. The benchmark rows inherit their own "
+            "benchmarks' spread on this shared 2-core VM."
+        ),
+    }
+
+
+if __name__ == "__main__":
+    print(run("--full" not in sys.argv)["markdown"])
