@@ -237,9 +237,11 @@ def run(quick: bool) -> dict[str, Any]:
     except OSError:
         load = "?"
     notes = (
-        "Measurement only (no target of its own): it tells what folding one event at a "
-        "time costs today, so issue 18's fold in bulk and fewer wake-ups can be judged "
-        "against it. Each acquire+release pair is two events, so an ASGI request pays "
+        "Measurement only (no target of its own). Since issue 18's first round the drain "
+        "folds waits and holds into the histograms in bulk and one 10 Hz timer drives "
+        "it; the rest is still folded event by event (bench/perf_ab.py compares the "
+        "trees before and after in one run, which this machine's drift from run to run "
+        "requires). Each acquire+release pair is two events, so an ASGI request pays "
         "twice the per-event number on the background thread (bench/asgi_wrk.py). "
         f"Machine: 2 shared cores with other agents' work running (load average {load})."
     )
