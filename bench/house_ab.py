@@ -16,6 +16,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -71,13 +72,15 @@ def _side(tree: Path, pythonpath: str) -> dict[str, Any]:
     return {name: data["benches"][name].get("result", {}) for name in BENCHES}
 
 
-def run(quick: bool) -> dict[str, Any]:
-    pairs = 2 if quick else 4
-    with tempfile.TemporaryDirectory(prefix="poolscope-house-ab-") as tmp:
-        # Both sides in worktrees of their own (the new one of HEAD), so that their
-        # benchmark runs never rewrite this tree's results.json and BENCHMARKS.md.
+def paired_runs(
+    before: str, pairs: int, side: Callable[[str, Path], dict[str, Any]], *, swap: bool = False
+) -> dict[str, list[dict[str, Any]]]:
+    """``side("before"|"after", tree)`` for ``pairs`` pairs, each side in a git worktree
+    of its own (``before`` and HEAD), so that their benchmark runs never rewrite this
+    tree's results.json and BENCHMARKS.md. ``swap``: every other pair runs after first."""
+    with tempfile.TemporaryDirectory(prefix="poolscope-ab-") as tmp:
         old, new = Path(tmp) / "before", Path(tmp) / "after"
-        for where, commit in ((old, BEFORE), (new, "HEAD")):
+        for where, commit in ((old, before), (new, "HEAD")):
             subprocess.run(
                 ["git", "worktree", "add", "--detach", "-f", str(where), commit],
                 cwd=ROOT,
@@ -86,11 +89,10 @@ def run(quick: bool) -> dict[str, Any]:
             )
         try:
             runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-            for _ in range(pairs):
-                # The old tree's own package (a regular one) wins over the installed
-                # namespace portions; the new tree is put first on the path the same way.
-                runs["before"].append(_side(old, str(old)))
-                runs["after"].append(_side(new, f"{new}:{new / 'instrument'}"))
+            for i in range(pairs):
+                sides = [("before", old), ("after", new)]
+                for label, tree in reversed(sides) if swap and i % 2 else sides:
+                    runs[label].append(side(label, tree))
         finally:
             for where in (old, new):
                 subprocess.run(
@@ -98,18 +100,42 @@ def run(quick: bool) -> dict[str, Any]:
                     cwd=ROOT,
                     capture_output=True,
                 )
+    return runs
+
+
+def compare(
+    measures: tuple[tuple[str, str, str, str], ...],
+    runs: dict[str, list[dict[str, Any]]],
+    digits: int = 1,
+) -> tuple[list[str], dict[str, Any]]:
+    """Table rows (median, range, after/before) of each measure both sides stated."""
     rows, table = [], {}
-    for bench, path, label, unit in MEASURES:
+    for bench, path, label, unit in measures:
         before = [v for r in runs["before"] if (v := _dig(r[bench], path)) is not None]
         after = [v for r in runs["after"] if (v := _dig(r[bench], path)) is not None]
         if not before or not after:
             continue
         b, a = statistics.median(before), statistics.median(after)
         table[label] = {"before": before, "after": after, "unit": unit}
+        f = f",.{digits}f"
+        ratio = f"{a / b:.2f}" if b else "-"
         rows.append(
-            f"| {label} | {b:,.1f} {unit} ({min(before):,.1f}-{max(before):,.1f}) "
-            f"| {a:,.1f} {unit} ({min(after):,.1f}-{max(after):,.1f}) | {a / b:.2f} |"
+            f"| {label} | {b:{f}} {unit} ({min(before):{f}} to {max(before):{f}}) "
+            f"| {a:{f}} {unit} ({min(after):{f}} to {max(after):{f}}) | {ratio} |"
         )
+    return rows, table
+
+
+def run(quick: bool) -> dict[str, Any]:
+    pairs = 2 if quick else 4
+
+    def side(label: str, tree: Path) -> dict[str, Any]:
+        # The old tree's own package (a regular one) wins over the installed namespace
+        # portions; the new tree is put first on the path the same way.
+        return _side(tree, str(tree) if label == "before" else f"{tree}:{tree / 'instrument'}")
+
+    runs = paired_runs(BEFORE, pairs, side)
+    rows, table = compare(MEASURES, runs)
     md = [
         f"Old tree: `{BEFORE}` (symlink layout); new: this tree's HEAD. {pairs} alternating "
         f"pairs of `python -m bench --quick --only {' '.join(BENCHES)}`; medians with the range.",

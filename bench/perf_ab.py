@@ -17,14 +17,12 @@ from __future__ import annotations
 
 import json
 import os
-import statistics
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 from typing import Any
 
-from bench.house_ab import _dig
+from bench.house_ab import compare, paired_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The last commit before the drain split, the model's holders and the single timer.
@@ -119,41 +117,8 @@ def _side(tree: Path) -> dict[str, Any]:
 
 def run(quick: bool) -> dict[str, Any]:
     pairs = 2 if quick else 3
-    with tempfile.TemporaryDirectory(prefix="poolscope-perf-ab-") as tmp:
-        old, new = Path(tmp) / "before", Path(tmp) / "after"
-        for where, commit in ((old, BEFORE), (new, "HEAD")):
-            subprocess.run(
-                ["git", "worktree", "add", "--detach", "-f", str(where), commit],
-                cwd=ROOT,
-                check=True,
-                capture_output=True,
-            )
-        try:
-            runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
-            for i in range(pairs):
-                sides = [("before", old), ("after", new)]
-                for label, tree in sides if i % 2 == 0 else reversed(sides):
-                    runs[label].append(_side(tree))
-        finally:
-            for where in (old, new):
-                subprocess.run(
-                    ["git", "worktree", "remove", "--force", str(where)],
-                    cwd=ROOT,
-                    capture_output=True,
-                )
-    rows, table = [], {}
-    for bench, path, label, unit in MEASURES:
-        before = [v for r in runs["before"] if (v := _dig(r[bench], path)) is not None]
-        after = [v for r in runs["after"] if (v := _dig(r[bench], path)) is not None]
-        if not before or not after:
-            continue
-        b, a = statistics.median(before), statistics.median(after)
-        table[label] = {"before": before, "after": after, "unit": unit}
-        ratio = f"{a / b:.2f}" if b else "-"
-        rows.append(
-            f"| {label} | {b:,.2f} {unit} ({min(before):,.2f} to {max(before):,.2f}) "
-            f"| {a:,.2f} {unit} ({min(after):,.2f} to {max(after):,.2f}) | {ratio} |"
-        )
+    runs = paired_runs(BEFORE, pairs, lambda label, tree: _side(tree), swap=True)
+    rows, table = compare(MEASURES, runs, digits=2)
     md = [
         f"Before: `{BEFORE}`; after: this tree's HEAD. {pairs} alternating pairs (order "
         f"swapped each pair) of `python -m bench --quick --only {' '.join(BENCHES)}` plus "
