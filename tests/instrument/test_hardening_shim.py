@@ -21,7 +21,7 @@ from poolscope.instrument import runtime as runtime_module
 from poolscope.instrument import server as server_module
 from tests.fixtures.faults import RawObserver, await_for, make_pool, workload
 
-HOLD = 0.4  # a hold long enough for the leak checker (every 0.25 s) to see it
+HOLD = 0.4  # a hold long enough for the leak watch (every 0.2 s, on the tick) to see it
 ACQUIRES = 40 + 2 + 1  # what _run_app acquires: the workload's, both held, the long hold
 
 
