@@ -1,0 +1,126 @@
+"""The floor of a pure-Python fold (issue 18: is a C accelerator needed?).
+
+A drain that does almost nothing with each hot-path record - unpack it, set or pop the
+open hold in a dict, append the wait or the hold to a list - over the same 100,000
+acquire/release records the real drain folds in bench/fold_cost.py. No histogram,
+counters, names, interning, attribution or encoding: what any pure-Python fold pays
+per event before doing its job. Beside it, the real ``Runtime._drain`` on the same
+machine in the same run, and the app thread's own floor: two empty closure calls
+and two tuple appends to a deque per pair.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections import deque
+from typing import Any
+
+N = 100_000
+ROUNDS = 7
+
+
+def _records() -> list[tuple[Any, ...]]:
+    items: list[tuple[Any, ...]] = []
+    for i in range(N // 2):
+        c = f"c{i % 8}"
+        items.append(("acquire", 1.0 + i, "p", c, 0.0, (3, 10), None, None))
+        items.append(("release", 1.5 + i, "p", c, None))
+    return items
+
+
+def _floor(items: list[tuple[Any, ...]]) -> int:
+    holders: dict[str, tuple[float, Any]] = {}
+    waits: list[float] = []
+    holds: list[float] = []
+    for item in items:
+        if item[0] == "acquire":
+            _, mono, _pool, conn, wait, site, _holder, _labels = item
+            holders[conn] = (mono, site)
+            waits.append(wait)
+        else:
+            _, mono, _pool, conn, _hold = item
+            h = holders.pop(conn, None)
+            holds.append(mono - h[0] if h is not None else 0.0)
+    return len(waits) + len(holds)
+
+
+def _cpu(fn: Any, *args: Any) -> float:
+    c0 = time.process_time()
+    fn(*args)
+    return time.process_time() - c0
+
+
+def _real_drain() -> float:
+    from bench.fold_cost import _fill
+    from poolscope.instrument.recorder import PoolHandle
+    from poolscope.instrument.runtime import Runtime
+
+    rt = Runtime()
+    h = PoolHandle(rt.recorder, "p", "reference", leak_threshold=30.0)
+    rt.recorder.append({"type": "pool", "t": time.time(), **h.describe()})
+    rt._drain()
+    _fill(h, N // 2, False)
+    n = len(rt.recorder.buffer)
+    c0 = time.process_time()
+    while rt._drain():
+        pass
+    return (time.process_time() - c0) / n
+
+
+def _app_floor() -> float:
+    buf: deque[Any] = deque(maxlen=200_000)
+    append = buf.append
+    clock = time.perf_counter
+
+    def acquired(conn: Any, wait: float) -> None:
+        append(("acquire", clock(), "p", conn, wait, None, None, None))
+
+    def released(conn: Any) -> None:
+        append(("release", clock(), "p", conn, None))
+
+    c0 = time.process_time()
+    for _ in range(N // 2):
+        acquired("c", 0.0)
+        released("c")
+        if len(buf) > 100_000:
+            buf.clear()
+    return (time.process_time() - c0) / (N // 2)
+
+
+def run(quick: bool) -> dict[str, Any]:
+    items = _records()
+    floor, real, app = [], [], []
+    for _ in range(3 if quick else ROUNDS):
+        floor.append(_cpu(_floor, items) / N)
+        real.append(_real_drain())
+        app.append(_app_floor())
+    f, r, a = (statistics.median(x) * 1e9 for x in (floor, real, app))
+    md = "\n".join(
+        [
+            f"CPU, median of {len(floor)} rounds (min to max), one thread:",
+            "",
+            "| what | per event | per acquire+release pair |",
+            "|---|---|---|",
+            f"| pure-Python fold floor (unpack, dict set/pop, list append) | {f:,.0f} ns "
+            f"({min(floor) * 1e9:,.0f} to {max(floor) * 1e9:,.0f}) | {2 * f:,.0f} ns |",
+            f"| the real drain (`Runtime._drain`, leak-detection sites, untagged) | "
+            f"{r:,.0f} ns ({min(real) * 1e9:,.0f} to {max(real) * 1e9:,.0f}) | {2 * r:,.0f} ns |",
+            f"| app thread floor (two closure calls, clock reads, tuple appends) | - | "
+            f"{a:,.0f} ns ({min(app) * 1e9:,.0f} to {max(app) * 1e9:,.0f}) |",
+        ]
+    )
+    return {
+        "title": "The floor of a pure-Python fold, beside the real one",
+        "floor_ns_per_event": f,
+        "drain_ns_per_event": r,
+        "app_floor_ns_per_pair": a,
+        "markdown": md,
+        "notes": (
+            "Issue 18's whole-process target (+1 us per reference-pool pair with leak "
+            "detection off) has to hold the app thread's part and the fold's two events. "
+            "The app-thread floor and twice the fold floor together are what pure Python "
+            "pays before any real work; the real drain's ratio to the floor says how much "
+            "folding in bulk could still take out. Run: `python -m bench --only fold_floor`."
+        ),
+    }
