@@ -207,6 +207,30 @@ def test_sync_round_trip_to_dict_from_dict() -> None:
     assert late.pools["p"].releases == st.pools["p"].releases + 1
 
 
+def test_application_state_in_bulk_syncs_like_one_folded_event_by_event() -> None:
+    """The application's state (bulk histograms, holders carrying the monotonic start,
+    raw site and holder reference) says in its sync exactly what an observer's says."""
+    import weakref
+
+    class Task:
+        pass
+
+    task = Task()
+    app, observer = PoolState(bulk=True), PoolState()
+    for i, (w, h) in enumerate([(0.0, 0.002), (0.004, 0.1), (2e-10, 7.0)]):
+        app.fold_acquire("p", f"c{i}", T0 + i, w, 3, "T", None, 12.5 + i, (1, 2), weakref.ref(task))
+        observer.fold_acquire("p", f"c{i}", T0 + i, w, 3, "T")
+        if i < 2:  # the last one stays checked out
+            app.fold_release("p", f"c{i}", T0 + i + h, h)
+            observer.fold_release("p", f"c{i}", T0 + i + h, h)
+    d = app.to_dict()  # settles the pending waits and holds first
+    assert d == observer.to_dict()
+    json.dumps(d)  # no weak reference or raw site in it
+    (held,) = d["pools"]["p"]["holders"]
+    assert set(held) == {"conn", "since", "site", "task", "tags"}
+    assert app.pools["p"].wait.count == 3 and app.pools["p"].hold.count == 2
+
+
 def test_sync_keeps_history_across_restart() -> None:
     old = fold(
         [ev("state", float(i), size=1, idle=1, in_use=0, waiting=0, max=2) for i in range(5)]

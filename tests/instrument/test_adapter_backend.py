@@ -111,16 +111,11 @@ class Flavour:
         await self.close()
 
 
-class Asyncpg(Flavour):
-    name = "asyncpg"
+class _AsyncpgConnections(Flavour):
+    """Hold and give back for pools of asyncpg connections (asyncpg's, the reference)."""
 
-    async def open(self, dsn: str) -> None:
-        raw = await asyncpg.create_pool(dsn, min_size=2, max_size=3, timeout=2)
-        self.pool = ps.instrument(raw, name=self.name, heartbeat=H, listen=False)
-
-    async def query(self) -> None:
-        async with self.pool.acquire(timeout=1) as c:
-            await c.fetchval("SELECT 1", timeout=1)
+    pool: Any
+    held: Any
 
     async def hold(self) -> int:
         self.held = await self.pool.acquire()
@@ -133,11 +128,23 @@ class Asyncpg(Flavour):
         finally:
             await self.pool.release(self.held)
 
+
+class Asyncpg(_AsyncpgConnections):
+    name = "asyncpg"
+
+    async def open(self, dsn: str) -> None:
+        raw = await asyncpg.create_pool(dsn, min_size=2, max_size=3, timeout=2)
+        self.pool = ps.instrument(raw, name=self.name, heartbeat=H, listen=False)
+
+    async def query(self) -> None:
+        async with self.pool.acquire(timeout=1) as c:
+            await c.fetchval("SELECT 1", timeout=1)
+
     async def close(self) -> None:
         self.pool.terminate()
 
 
-class Reference(Flavour):
+class Reference(_AsyncpgConnections):
     name = "reference"
 
     async def open(self, dsn: str) -> None:
@@ -160,17 +167,6 @@ class Reference(Flavour):
     async def query(self) -> None:
         async with self.pool.acquire() as c:
             await c.fetchval("SELECT 1", timeout=1)
-
-    async def hold(self) -> int:
-        self.held = await self.pool.acquire()
-        return int(await self.held.fetchval("SELECT pg_backend_pid()"))
-
-    async def use_and_release_held(self) -> None:
-        try:
-            with contextlib.suppress(Exception):
-                await self.held.fetchval("SELECT 1", timeout=2)
-        finally:
-            await self.pool.release(self.held)
 
     async def close(self) -> None:
         await self.pool.close(timeout=1)

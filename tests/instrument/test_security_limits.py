@@ -163,6 +163,31 @@ def test_max_observers_from_the_environment(
     assert fresh_runtime.server is not None and fresh_runtime.server.max_observers == 5
 
 
+def test_an_observer_whose_drops_emptied_its_queue_is_still_stalled(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A tick's batch larger than the whole queue is dropped at once and leaves the
+    queue empty: a peer whose socket takes nothing is stalled all the same."""
+    app_end, peer = socket.socketpair()
+    app_end.setblocking(False)
+    with contextlib.suppress(BlockingIOError):  # the peer reads nothing: fill its socket
+        while True:
+            app_end.send(b"x" * 65536)
+    server = server_module.StreamServer(lambda: [], queue_capacity=500, stall_timeout=1.0)
+    ob = server_module.Observer(app_end, "peer", 500, time.monotonic() - 2.0)
+    server.observers.add(ob)
+    try:
+        ob.put([b'{"type":"release"}\n'] * 800)
+        assert not ob.queue and ob.dropped == 800  # dropped whole, queue empty
+        server.deliver()
+        assert ob.closed and ob not in server.observers
+        assert server.refusals.total == 1
+        assert "read nothing for 1 s" in caplog.text
+    finally:
+        peer.close()
+        app_end.close()
+
+
 def test_an_observer_reading_nothing_with_a_full_queue_is_closed(
     fresh_runtime: runtime_module.Runtime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
