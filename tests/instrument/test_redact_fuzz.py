@@ -121,7 +121,9 @@ def test_target_of_a_url_with_a_raw_password_never_shows_any_of_it(
 def test_target_of_a_keyword_dsn(
     host: str, port: int, db: str, user: str, pw: str, quoted: bool
 ) -> None:
-    if quoted or any(c in pw for c in " '\\"):
+    # libpq ends an unquoted value at C-locale whitespace: such a password must be quoted
+    # (other characters Python calls whitespace, such as \x1c, need not be).
+    if quoted or not pw or any(c in pw for c in " \t\n\r\f\v'\\"):
         value = "'" + pw.replace("\\", "\\\\").replace("'", "\\'") + "'"
     else:
         value = pw

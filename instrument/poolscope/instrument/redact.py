@@ -226,7 +226,10 @@ def _as_list(value: Any) -> list[Any]:
     return [value]
 
 
-_KV = re.compile(r"""(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)""")
+# libpq splits a keyword DSN on C-locale whitespace only (re.ASCII): a password may hold
+# other characters Python calls whitespace (\x1c-\x1f, \x85, ...), and splitting on
+# them would read the rest of the password as keywords of its own.
+_KV = re.compile(r"""(\w+)\s*=\s*('(?:[^'\\]|\\.)*'|\S*)""", re.ASCII)
 
 
 def target_from_dsn(dsn: str | None, **overrides: Any) -> str:
