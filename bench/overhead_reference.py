@@ -35,7 +35,9 @@ LABELS = {
     "plain": "uninstrumented",
     "api_leak_off": "instrument(), leak detection off",
     "api_leak_on": "instrument(), leak detection on (30 s)",
+    "api_leak_off_py": "instrument(), leak detection off, pure-Python hot path",
     "bare_leak_off": "bare recorder, leak detection off",
+    "bare_leak_off_py": "bare recorder, leak detection off, pure-Python hot path",
     "bare_no_site": "bare recorder, no acquire-site capture (site_depth=0)",
 }
 
@@ -82,6 +84,7 @@ def _call_cost(n: int = 200_000) -> float:
 
 async def _measure(quick: bool) -> dict[str, Any]:
     import poolscope.instrument as ps
+    from poolscope.instrument import accel
     from poolscope.instrument.recorder import PoolHandle, Recorder
     from poolscope.pool import Pool
 
@@ -91,6 +94,10 @@ async def _measure(quick: bool) -> dict[str, Any]:
     for name in LABELS:
         pool: Any = Pool(_factory, min_size=1, max_size=1, name=name)
         await pool.open()
+        # The "_py" rows: the handle made with the C hot path off (accel.py), the
+        # pure-Python closures it replaces, side by side in the same run.
+        c_path = accel.ENABLED
+        accel.ENABLED = c_path and not name.endswith("_py")
         if name.startswith("bare_"):
             rec = Recorder(capacity=4 * n)
             depth = 0 if name == "bare_no_site" else None
@@ -99,6 +106,7 @@ async def _measure(quick: bool) -> dict[str, Any]:
         elif name.startswith("api_"):
             threshold = 30.0 if name.endswith("on") else None
             pool = ps.instrument(pool, name=name, leak_threshold=threshold, listen=False)
+        accel.ENABLED = c_path
         pools[name] = pool
     runtime = ps.get_runtime()
     # Set at the end of a tick that left the recorder empty: the round's events are

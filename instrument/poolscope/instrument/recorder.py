@@ -1,8 +1,9 @@
 """The Recorder and the per-pool handle adapters call on the hot path.
 
 Hot path (``acquired``/``released``): one clock read and one append of a tuple to
-a bounded deque. Everything else - naming the task, resolving the acquire site,
-building dicts, folding, JSON, sockets - happens on the background thread.
+a bounded deque, in C where the optional accelerator was built (:mod:`.accel`).
+Everything else - naming the task, resolving the acquire site, building dicts,
+folding, JSON, sockets - happens on the background thread.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 
 from poolscope.events import AcquireRecord, Event, ReleaseRecord
 
-from . import errors, sites, tags
+from . import accel, errors, sites, tags
 
 #: Events held for the background thread before the oldest are dropped.
 DEFAULT_CAPACITY = 200_000
@@ -222,6 +223,14 @@ class PoolHandle:
         self.acquired = acquired
         self.released = released
         self.acquired_here = acquired_here
+        # The same three in C where the accelerator was built (accel.py): the same
+        # records, without a Python frame per call. The closures above stay the
+        # reference implementation, and the path taken wherever it is missing.
+        hot = accel.make_hot(recorder, pool_name, depth)
+        if hot is not None:
+            self.acquired = hot.acquired
+            self.released = hot.released
+            self.acquired_here = hot.acquired_here
 
     def capture_site(self, skip: int = 2) -> Any:
         """The acquire site of the caller's caller (cheap references, formatted later)."""

@@ -1,0 +1,67 @@
+"""Whether the optional C accelerator is in use, and the hot path made with it.
+
+``_accel`` (``_accel.c``) is built only where a C compiler was present at install
+time. It makes the same records as the pure-Python closures of
+:meth:`~poolscope.instrument.recorder.PoolHandle._bind`, which stay the reference
+implementation: they run wherever the module is missing, fails to import, or is
+turned off with ``POOLSCOPE_ACCEL=0`` (read at import).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from typing import Any
+
+from . import errors, sites, tags
+
+try:
+    from . import _accel  # type: ignore[attr-defined]
+except ImportError:  # no compiler at install time, or another interpreter
+    _accel = None
+
+#: True when pool handles use the C hot path.
+ENABLED: bool = _accel is not None and os.environ.get("POOLSCOPE_ACCEL", "1") != "0"
+
+#: Why the C hot path is not in use ("" when it is).
+REASON: str = (
+    ""
+    if ENABLED
+    else "turned off (POOLSCOPE_ACCEL=0)"
+    if _accel is not None
+    else "not built (no C compiler at install time)"
+)
+
+
+def _clock() -> Any:
+    """None when the accelerator may read the clock itself: CPython's perf_counter is
+    CLOCK_MONOTONIC in float seconds there. Elsewhere it calls ``time.perf_counter``,
+    since records are compared with the pool's own perf_counter readings."""
+    try:
+        impl = time.get_clock_info("perf_counter").implementation
+    except Exception:
+        return time.perf_counter
+    return None if impl == "clock_gettime(CLOCK_MONOTONIC)" else time.perf_counter
+
+
+def make_hot(recorder: Any, pool_name: str, depth: int) -> Any:
+    """The C hot path of one pool handle (``acquired``, ``released``, ``acquired_here``),
+    or None when it is not in use."""
+    if not ENABLED or _accel is None:
+        return None
+    return _accel.Hot(
+        recorder=recorder,
+        buf=recorder.buffer,
+        cap=recorder.capacity,
+        pool_name=pool_name,
+        tags_var=tags.current,
+        errors=errors,
+        clock=_clock(),
+        depth=depth,
+        code_index=sites._code_index,
+        code_internal=sites._code_internal,
+        intern=sites._intern,
+        current_task=asyncio.current_task,
+        tasks_by_loop=getattr(asyncio.tasks, "_current_tasks", None),
+    )
