@@ -5,6 +5,7 @@ what its tests need."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tarfile
@@ -78,6 +79,33 @@ def test_wheels_from_a_symlink_free_clone_carry_both_sides(wheels: Path) -> None
     assert "poolscope/sizing/recommend.py" in observer and "poolscope/follow.py" in observer
     # PEP 420: neither side may own the namespace's __init__.py.
     assert "poolscope/__init__.py" not in inapp + observer
+    # The C hot path is built where a compiler is (this machine has one); its source is
+    # the sdist's, not the wheel's.
+    built = [n for n in inapp if n.startswith("poolscope/instrument/_accel.")]
+    assert len(built) == 1 and built[0].endswith(".so"), built
+
+
+def test_in_app_distribution_without_a_compiler_runs_on_the_python_hot_path(
+    clone: Path, tmp_path: Path
+) -> None:
+    # A machine with no working C compiler (CC fails): the build still succeeds, the
+    # wheel has no extension, and a pool is instrumented by the pure-Python closures.
+    out = tmp_path / "wheels"
+    env = {**os.environ, "CC": "/bin/false"}
+    pip = (sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out)
+    subprocess.run([*map(str, pip), str(clone / "instrument")], env=env, check=True, cwd=clone)
+    wheel = _one(out, "poolscope_instrument-*.whl")
+    assert not [n for n in zipfile.ZipFile(wheel).namelist() if "_accel" in n]
+    env_dir = tmp_path / "venv"
+    venv.EnvBuilder(with_pip=True).create(env_dir)
+    python = env_dir / "bin" / "python"
+    _run(python, "-m", "pip", "install", "-q", "--no-index", wheel)
+    script = tmp_path / "alone.py"
+    script.write_text(_INSTRUMENT_A_POOL)
+    last = _run(python, script, "", cwd=tmp_path, timeout=60).strip().splitlines()[-1]
+    assert '"acquires": 5' in last, last
+    check = "from poolscope.instrument import accel; print(accel.ENABLED, accel.REASON)"
+    assert _run(python, "-c", check).startswith("False not built")
 
 
 _INSTRUMENT_A_POOL = textwrap.dedent(
@@ -163,3 +191,10 @@ def test_sdist_carries_tests_fixtures_data_docs_and_licence(clone: Path, tmp_pat
     )  # fmt: skip
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     assert " passed" in out.stdout
+
+
+def test_in_app_sdist_carries_the_accelerator_source(clone: Path, tmp_path: Path) -> None:
+    _run(sys.executable, "-m", "build", "-q", "--sdist", "-o", tmp_path, clone / "instrument")
+    with tarfile.open(_one(tmp_path, "poolscope_instrument-*.tar.gz")) as tar:
+        names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
+    assert {"setup.py", "poolscope/instrument/_accel.c", "poolscope/instrument/accel.py"} <= names
