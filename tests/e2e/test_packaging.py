@@ -91,9 +91,11 @@ def test_in_app_distribution_without_a_compiler_runs_on_the_python_hot_path(
     # A machine with no working C compiler (CC fails): the build still succeeds, the
     # wheel has no extension, and a pool is instrumented by the pure-Python closures.
     out = tmp_path / "wheels"
+    src = tmp_path / "src"  # a clone of its own: the other builds leave build/ behind
+    _run("git", "clone", "-q", "--no-hardlinks", clone, src)
     env = {**os.environ, "CC": "/bin/false"}
     pip = (sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", out)
-    subprocess.run([*map(str, pip), str(clone / "instrument")], env=env, check=True, cwd=clone)
+    subprocess.run([*map(str, pip), str(src / "instrument")], env=env, check=True, cwd=src)
     wheel = _one(out, "poolscope_instrument-*.whl")
     assert not [n for n in zipfile.ZipFile(wheel).namelist() if "_accel" in n]
     env_dir = tmp_path / "venv"
