@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left as _bisect_left
 from collections import _count_elements  # type: ignore[attr-defined]
+from collections.abc import Callable
 from functools import partial, reduce
 from operator import add as _add
 from typing import Any
@@ -53,6 +54,16 @@ _TOP = _EDGES[-1]
 #: A value's index into the edges: ``bucket_of`` is ``_LOWEST`` + it up to ``_TOP``
 #: (a value at or below MIN_VALUE finds index 0, the lowest bucket, as it should).
 _edge_index = partial(_bisect_left, _EDGES)
+
+
+def _no_bucket_counts(edges: list[float], values: list[float]) -> dict[int, int] | None:
+    return None
+
+
+#: ``{edge index: count}`` of values in one C loop, or None: set to the optional
+#: accelerator's by ``poolscope.instrument.accel`` (the in-app side, which folds in
+#: bulk); ``add_many_trusted``'s own loop is the reference and the fallback.
+_bucket_counts: Callable[[list[float], list[float]], dict[int, int] | None] = _no_bucket_counts
 
 
 def bucket_lower(k: int) -> float:
@@ -108,8 +119,10 @@ class Histogram:
         instead of one Python call per value."""
         if not values:
             return
-        counts: dict[int, int] = {}
-        _count_elements(counts, map(_edge_index, values))
+        counts = _bucket_counts(_EDGES, values)
+        if counts is None:  # no accelerator, or not all floats: the reference loop
+            counts = {}
+            _count_elements(counts, map(_edge_index, values))
         b = self.buckets
         for i, n in counts.items():
             if i < _N_EDGES:

@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
+#include <string.h>
 #include <time.h>
 
 static PyObject *str_acquire;  /* "acquire", interned */
@@ -128,6 +129,10 @@ push(HotObject *self, PyObject **items, Py_ssize_t n)
         PyTuple_SET_ITEM(rec, i, items[i]);
         items[i] = NULL;
     }
+    /* Out of the garbage collector's sight: a record is in no reference cycle (nothing
+     * it holds refers back to it), and with a busy pool the buffer holds 10^5 of them,
+     * which every collection of the older generations would otherwise traverse. */
+    PyObject_GC_UnTrack(rec);
     PyObject *res = PyObject_CallOneArg(self->append, rec);
     Py_DECREF(rec);
     if (res == NULL)
@@ -329,6 +334,7 @@ walk(HotObject *self, int depth, long back)
     PyObject *out = PyTuple_New(2 * (Py_ssize_t)depth);
     if (out == NULL)
         goto fail;
+    PyObject_GC_UnTrack(out); /* ints only: never in a cycle (see push) */
     Py_ssize_t n = 0;
     while (1) {
         PyObject *ref = PyLong_FromSsize_t(i);
@@ -531,13 +537,844 @@ static PyTypeObject HotType = {
     .tp_methods = Hot_methods,
 };
 
+/* ---------------------------------------------------------------------------------
+ * The fold of hot-path records: drain.Drain.run's loop body for the usual acquire and
+ * release, in C. Drain.run calls Folder.run over a batch; it folds records from
+ * ``start`` for as long as each is the usual case, and returns where it stopped: the
+ * Python loop body (the reference) takes that item, then calls run again. The usual
+ * case is checked before anything changes: a known pool without recent windows, a
+ * known site or none, no ps.tag() labels, float clocks, a holder not reported as a
+ * leak, and a pool not over MAX_HOLDERS. Each folded record changes the model as
+ * PoolState.fold_acquire / fold_ended and Attribution.on_acquire / on_release do
+ * (the attribution's rarer paths are called in Python).
+ * --------------------------------------------------------------------------------- */
+
+#include <structmember.h>
+
+#define HOLDER_FIELDS 9
+static const char *const holder_fields[HOLDER_FIELDS] = {
+    "conn", "since", "site", "task", "tags", "mono", "raw_site", "ref", "leak_reported"};
+enum { H_CONN, H_SINCE, H_SITE, H_TASK, H_TAGS, H_MONO, H_RAW_SITE, H_REF, H_LEAK };
+
+typedef struct {
+    PyObject_HEAD
+    PyObject *pools;          /* model.pools */
+    PyTypeObject *holder;     /* records.Holder */
+    Py_ssize_t offsets[HOLDER_FIELDS]; /* its slots, or all -1: call the class */
+    PyObject *attribution;    /* model.attribution */
+    PyObject *blame;          /* attribution._pools */
+    PyObject *site_ids;       /* interner.site_ids */
+    PyObject *pending;        /* interner.pending */
+    PyObject *holder_name;    /* naming.holder_name */
+    PyObject *redacted;       /* naming._redacted_names */
+    PyObject *redacted_name;  /* naming.redacted_name */
+    PyObject *encode_acquire;
+    PyObject *encode_release;
+    PyObject *errors;
+    Py_ssize_t max_holders;
+    double wait_min;
+} FolderObject;
+
+static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits,
+    *s_pending_holds, *s_holders, *s_held, *s_last_end, *s_disorder, *s_on_acquire,
+    *s_on_release, *s_append, *s_popleft, *s_type, *s_t, *s_pool, *s_conn, *s_wait,
+    *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_zero;
+
+static void
+folder_report(FolderObject *self, PyObject *where)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    if (value != NULL) {
+        PyObject *fn = PyObject_GetAttr(self->errors, str_report);
+        if (fn != NULL) {
+            PyObject *args[2] = {where, value};
+            PyObject *res = PyObject_Vectorcall(fn, args, 2, NULL);
+            Py_XDECREF(res);
+            Py_DECREF(fn);
+        }
+    }
+    PyErr_Clear();
+    Py_XDECREF(type);
+    Py_XDECREF(value);
+    Py_XDECREF(tb);
+}
+
+/* A float attribute as a double; -1 (exception set) unless it is an exact float. */
+static int
+get_double(PyObject *obj, PyObject *name, double *out)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    if (!PyFloat_CheckExact(v)) {
+        Py_DECREF(v);
+        PyErr_SetString(PyExc_TypeError, "not a float");
+        return -1;
+    }
+    *out = PyFloat_AS_DOUBLE(v);
+    Py_DECREF(v);
+    return 0;
+}
+
+/* if t > p.last_t: p.last_t = t */
+static int
+raise_last_t(PyObject *p, PyObject *t)
+{
+    PyObject *last = PyObject_GetAttr(p, s_last_t);
+    if (last == NULL)
+        return -1;
+    int later = PyObject_RichCompareBool(t, last, Py_GT);
+    Py_DECREF(last);
+    if (later < 0)
+        return -1;
+    return later ? PyObject_SetAttr(p, s_last_t, t) : 0;
+}
+
+static PyObject *
+new_holder(FolderObject *self, PyObject **values)
+{
+    if (self->offsets[0] < 0)
+        return PyObject_Vectorcall((PyObject *)self->holder, values, H_LEAK, NULL);
+    /* The dataclass's __init__ only stores its fields: stored here in its slots. */
+    PyObject *h = self->holder->tp_alloc(self->holder, 0);
+    if (h == NULL)
+        return NULL;
+    /* In no cycle: its references are strings, numbers, the raw site (ints) and a weak
+     * reference or a thread id; untracked as records are (see push). */
+    PyObject_GC_UnTrack(h);
+    for (int i = 0; i < HOLDER_FIELDS; i++) {
+        PyObject *v = i == H_LEAK ? Py_False : values[i];
+        Py_INCREF(v);
+        *(PyObject **)((char *)h + self->offsets[i]) = v;
+    }
+    return h;
+}
+
+/* A holder's slot (borrowed; NULL if unset, with an exception). */
+static PyObject *
+holder_get(FolderObject *self, PyObject *h, int field)
+{
+    if (self->offsets[0] >= 0 && Py_TYPE(h) == self->holder) {
+        PyObject *v = *(PyObject **)((char *)h + self->offsets[field]);
+        if (v == NULL)
+            PyErr_SetString(PyExc_AttributeError, holder_fields[field]);
+        return v;
+    }
+    PyObject *v = PyObject_GetAttrString(h, holder_fields[field]);
+    if (v == NULL)
+        return NULL;
+    Py_DECREF(v); /* the holder keeps it alive */
+    return v;
+}
+
+/* The pool the last records were for, fetched once for a run of records of one pool
+ * (records of one pool come in runs): the model's PoolMetrics, its holders and bulk
+ * lists, and its counters kept here until flushed (at the next pool and at the end
+ * of Folder.run: nothing reads them in between). */
+typedef struct {
+    PyObject *name;    /* borrowed from the record: compared by identity, then value */
+    PyObject *p;       /* new refs from here on */
+    PyObject *holders;
+    PyObject *waits;
+    PyObject *holds;
+    long long acquires, releases;
+    double last_t;     /* the latest t folded, if any */
+    int have_t;
+} PoolCache;
+
+static int
+cache_flush(PoolCache *pc)
+{
+    int rc = 0;
+    if (pc->p != NULL) {
+        if (pc->acquires || pc->releases) {
+            PyObject *names[2] = {s_acquires, s_releases};
+            long long deltas[2] = {pc->acquires, pc->releases};
+            for (int k = 0; k < 2 && rc == 0; k++) {
+                if (!deltas[k])
+                    continue;
+                PyObject *v = PyObject_GetAttr(pc->p, names[k]);
+                PyObject *d = PyLong_FromLongLong(deltas[k]);
+                PyObject *v2 = (v != NULL && d != NULL) ? PyNumber_Add(v, d) : NULL;
+                rc = v2 != NULL ? PyObject_SetAttr(pc->p, names[k], v2) : -1;
+                Py_XDECREF(v);
+                Py_XDECREF(d);
+                Py_XDECREF(v2);
+            }
+        }
+        if (rc == 0 && pc->have_t) {
+            PyObject *t = PyFloat_FromDouble(pc->last_t);
+            rc = t != NULL ? raise_last_t(pc->p, t) : -1;
+            Py_XDECREF(t);
+        }
+    }
+    pc->name = NULL;
+    Py_CLEAR(pc->p);
+    Py_CLEAR(pc->holders);
+    Py_CLEAR(pc->waits);
+    Py_CLEAR(pc->holds);
+    pc->acquires = pc->releases = 0;
+    pc->have_t = 0;
+    return rc;
+}
+
+/* The cache loaded for ``pool`` if it is the usual pool: known, no recent windows,
+ * holders a dict, bulk lists. 1 usual, 0 not (no exception), -1 error. */
+static int
+cache_load(FolderObject *self, PoolCache *pc, PyObject *pool)
+{
+    if (pc->name != NULL && (pc->name == pool || PyUnicode_Compare(pc->name, pool) == 0))
+        return 1;
+    if (!PyUnicode_CheckExact(pool))
+        return 0;
+    if (cache_flush(pc) < 0)
+        return -1;
+    PyObject *p = PyDict_GetItemWithError(self->pools, pool);
+    if (p == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *recent = PyObject_GetAttr(p, s_recent);
+    if (recent == NULL)
+        return -1;
+    Py_DECREF(recent);
+    if (recent != Py_None)
+        return 0;
+    PyObject *holders = PyObject_GetAttr(p, s_holders);
+    PyObject *waits = holders != NULL ? PyObject_GetAttr(p, s_pending_waits) : NULL;
+    PyObject *holds = waits != NULL ? PyObject_GetAttr(p, s_pending_holds) : NULL;
+    if (holds == NULL || !PyDict_CheckExact(holders) || !PyList_CheckExact(waits) ||
+        !PyList_CheckExact(holds)) {
+        Py_XDECREF(holders);
+        Py_XDECREF(waits);
+        Py_XDECREF(holds);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    pc->name = pool;
+    pc->p = new_ref(p);
+    pc->holders = holders;
+    pc->waits = waits;
+    pc->holds = holds;
+    return 1;
+}
+
+static inline void
+cache_saw(PoolCache *pc, double t)
+{
+    if (!pc->have_t || t > pc->last_t) {
+        pc->last_t = t;
+        pc->have_t = 1;
+    }
+}
+
+/* The attribution's state of a pool (borrowed, may be NULL), and whether it counts
+ * holders now (pb.held is not None). -1 on error. */
+static int
+blame_of(FolderObject *self, PyObject *pool, PyObject **pb)
+{
+    *pb = PyDict_GetItemWithError(self->blame, pool);
+    if (*pb == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *held = PyObject_GetAttr(*pb, s_held);
+    if (held == NULL)
+        return -1;
+    Py_DECREF(held);
+    return held != Py_None;
+}
+
+/* The holder's name as the stream carries it: named once per batch (``names``, keyed
+ * by id as in drain.py), redacted through naming's cache. New refs in *task, *ref. */
+static int
+name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject **task,
+            PyObject **ref)
+{
+    PyObject *key = PyLong_FromVoidPtr(holder);
+    if (key == NULL)
+        return -1;
+    PyObject *named = PyDict_GetItemWithError(names, key);
+    if (named == NULL) {
+        if (PyErr_Occurred()) {
+            Py_DECREF(key);
+            return -1;
+        }
+        named = PyObject_CallOneArg(self->holder_name, holder);
+        if (named == NULL || PyDict_SetItem(names, key, named) < 0) {
+            Py_XDECREF(named);
+            Py_DECREF(key);
+            return -1;
+        }
+        Py_DECREF(named); /* names keeps it */
+    }
+    Py_DECREF(key);
+    if (!PyTuple_CheckExact(named) || PyTuple_GET_SIZE(named) != 2) {
+        PyErr_SetString(PyExc_TypeError, "holder_name: not a pair");
+        return -1;
+    }
+    PyObject *name = PyTuple_GET_ITEM(named, 0);
+    PyObject *out = PyUnicode_CheckExact(name) ? PyDict_GetItemWithError(self->redacted, name)
+                                               : NULL;
+    if (out != NULL) {
+        Py_INCREF(out);
+    } else {
+        if (PyErr_Occurred())
+            return -1;
+        out = PyObject_CallOneArg(self->redacted_name, name);
+        if (out == NULL)
+            return -1;
+    }
+    *task = out;
+    *ref = new_ref(PyTuple_GET_ITEM(named, 1));
+    return 0;
+}
+
+/* One acquire record. 1 folded, 0 not the usual case (nothing changed), -1 error
+ * before any change (nothing changed either: the caller lets Python take it). */
+static int
+fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset,
+             PyObject *names, PyObject *lines, PyObject *events, double *t_out)
+{
+    if (PyTuple_GET_SIZE(item) != 8)
+        return 0;
+    PyObject *mono = PyTuple_GET_ITEM(item, 1), *pool = PyTuple_GET_ITEM(item, 2),
+             *conn = PyTuple_GET_ITEM(item, 3), *wait = PyTuple_GET_ITEM(item, 4),
+             *raw_site = PyTuple_GET_ITEM(item, 5), *holder = PyTuple_GET_ITEM(item, 6),
+             *labels = PyTuple_GET_ITEM(item, 7);
+    if (labels != Py_None || !PyFloat_CheckExact(mono) || !PyFloat_CheckExact(wait))
+        return 0;
+    PyObject *site = Py_None;
+    int truthy = PyObject_IsTrue(raw_site);
+    if (truthy < 0)
+        return -1;
+    if (truthy) {
+        site = PyDict_GetItemWithError(self->site_ids, raw_site); /* raises if unhashable */
+        if (site == NULL)
+            return PyErr_Occurred() ? -1 : 0; /* a new site: its event goes first */
+    }
+    int usual = cache_load(self, pc, pool);
+    if (usual <= 0)
+        return usual;
+    PyObject *holders = pc->holders;
+    PyObject *c = NULL, *task = NULL, *ref = NULL, *t = NULL, *w = NULL, *h = NULL;
+    int rc = -1;
+    c = PyUnicode_CheckExact(conn) ? new_ref(conn) : PyObject_Str(conn);
+    if (c == NULL)
+        goto done;
+    if (PyDict_GET_SIZE(holders) >= self->max_holders) {
+        int has = PyDict_Contains(holders, c);
+        if (has <= 0) {
+            rc = has; /* over MAX_HOLDERS: the Python path */
+            goto done;
+        }
+    }
+    if (name_holder(self, names, holder, &task, &ref) < 0)
+        goto done;
+    double td = PyFloat_AS_DOUBLE(mono) + PyFloat_AS_DOUBLE(offset);
+    t = PyFloat_FromDouble(td);
+    w = PyFloat_AS_DOUBLE(wait) > 0.0 ? new_ref(wait) : new_ref(s_zero);
+    if (t == NULL)
+        goto done;
+    /* Checked: from here on the model changes. */
+    rc = 1;
+    *t_out = td;
+    cache_saw(pc, td);
+    pc->acquires++;
+    if (PyList_Append(pc->waits, w) < 0)
+        goto report;
+    PyObject *replaced = PyDict_GetItemWithError(holders, c); /* borrowed */
+    Py_XINCREF(replaced);
+    PyObject *values[H_LEAK] = {c, t, site, task, Py_None, mono, raw_site, ref};
+    h = new_holder(self, values);
+    if (h == NULL || PyDict_SetItem(holders, c, h) < 0) {
+        Py_XDECREF(replaced);
+        goto report;
+    }
+    PyObject *pb;
+    int counting = blame_of(self, pool, &pb);
+    if (counting < 0) {
+        Py_XDECREF(replaced);
+        goto report;
+    }
+    if (counting || PyFloat_AS_DOUBLE(w) >= self->wait_min) {
+        PyObject *args[8] = {self->attribution, pool,   t, w, Py_None, holders, h,
+                             replaced ? replaced : Py_None};
+        PyObject *res = PyObject_VectorcallMethod(s_on_acquire, args,
+                                                  8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_XDECREF(res);
+        if (res == NULL) {
+            Py_XDECREF(replaced);
+            goto report;
+        }
+    }
+    Py_XDECREF(replaced);
+    goto encode;
+report:
+    folder_report(self, s_fold);
+encode:
+    if (lines != Py_None) {
+        PyObject *args[7] = {t, pool, c, wait, site, task, Py_None};
+        PyObject *line = PyObject_Vectorcall(self->encode_acquire, args, 7, NULL);
+        if (line == NULL || PyList_Append(lines, line) < 0)
+            folder_report(self, s_encode);
+        Py_XDECREF(line);
+    }
+    if (events != Py_None) {
+        PyObject *ev = PyDict_New();
+        if (ev == NULL || PyDict_SetItem(ev, s_type, str_acquire) < 0 ||
+            PyDict_SetItem(ev, s_t, t) < 0 || PyDict_SetItem(ev, s_pool, pool) < 0 ||
+            PyDict_SetItem(ev, s_conn, c) < 0 || PyDict_SetItem(ev, s_wait, wait) < 0 ||
+            PyDict_SetItem(ev, s_site, site) < 0 || PyDict_SetItem(ev, s_task, task) < 0 ||
+            PyList_Append(events, ev) < 0)
+            folder_report(self, s_fold);
+        Py_XDECREF(ev);
+    }
+done:
+    Py_XDECREF(c);
+    Py_XDECREF(task);
+    Py_XDECREF(ref);
+    Py_XDECREF(t);
+    Py_XDECREF(w);
+    Py_XDECREF(h);
+    return rc;
+}
+
+/* Attribution.on_release for a holder, inline when the pool counts no holders and the
+ * holder has no labels: its ended hold is kept to charge later waits. */
+static int
+on_release(FolderObject *self, PyObject *pool, PyObject *h, PyObject *t, double td,
+           PyObject *hold)
+{
+    PyObject *pb;
+    int counting = blame_of(self, pool, &pb);
+    if (counting < 0)
+        return -1;
+    PyObject *tags = holder_get(self, h, H_TAGS);
+    if (tags == NULL)
+        return -1;
+    if (pb == NULL || counting || tags != Py_None) {
+        PyObject *args[5] = {self->attribution, pool, h, t, hold};
+        PyObject *res = PyObject_VectorcallMethod(s_on_release, args,
+                                                  5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
+        Py_XDECREF(res);
+        return res == NULL ? -1 : 0;
+    }
+    double last_end;
+    if (get_double(pb, s_last_end, &last_end) < 0)
+        return -1;
+    if (td < last_end) { /* out of order: look that much further back (at most 1 s) */
+        double disorder;
+        if (get_double(pb, s_disorder, &disorder) < 0)
+            return -1;
+        double d = last_end - td > disorder ? last_end - td : disorder;
+        PyObject *dv = PyFloat_FromDouble(d < 1.0 ? d : 1.0);
+        int rc = dv != NULL ? PyObject_SetAttr(pb, s_disorder, dv) : -1;
+        Py_XDECREF(dv);
+        if (rc < 0)
+            return -1;
+    } else if (PyObject_SetAttr(pb, s_last_end, t) < 0) {
+        return -1;
+    }
+    PyObject *since = holder_get(self, h, H_SINCE);
+    PyObject *site = since != NULL ? holder_get(self, h, H_SITE) : NULL;
+    if (site == NULL)
+        return -1;
+    PyObject *recent = PyObject_GetAttr(pb, s_recent);
+    if (recent == NULL)
+        return -1;
+    PyObject *entry = PyTuple_Pack(4, since, t, site, tags);
+    if (entry != NULL)
+        PyObject_GC_UnTrack(entry); /* numbers and None */
+    PyObject *res = entry != NULL ? PyObject_CallMethodOneArg(recent, s_append, entry) : NULL;
+    Py_XDECREF(entry);
+    if (res == NULL) {
+        Py_DECREF(recent);
+        return -1;
+    }
+    Py_DECREF(res);
+    /* if recent[0][1] < t - HORIZON: recent.popleft() (the maxlen bounds it too) */
+    PyObject *first = PySequence_GetItem(recent, 0);
+    int rc = 0;
+    if (first == NULL) {
+        rc = -1;
+    } else {
+        PyObject *end = PyTuple_Check(first) && PyTuple_GET_SIZE(first) > 1
+                            ? PyTuple_GET_ITEM(first, 1)
+                            : NULL;
+        if (end == NULL || !PyFloat_CheckExact(end)) {
+            PyErr_SetString(PyExc_TypeError, "recent: not an ended hold");
+            rc = -1;
+        } else if (PyFloat_AS_DOUBLE(end) < td - 300.0 /* attribution.HORIZON */) {
+            PyObject *r = PyObject_CallMethodNoArgs(recent, s_popleft);
+            rc = r == NULL ? -1 : 0;
+            Py_XDECREF(r);
+        }
+        Py_DECREF(first);
+    }
+    Py_DECREF(recent);
+    return rc;
+}
+
+static int
+fold_release(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset,
+             PyObject *lines, PyObject *events, double *t_out)
+{
+    if (PyTuple_GET_SIZE(item) != 5)
+        return 0;
+    PyObject *mono = PyTuple_GET_ITEM(item, 1), *pool = PyTuple_GET_ITEM(item, 2),
+             *conn = PyTuple_GET_ITEM(item, 3), *hold = PyTuple_GET_ITEM(item, 4);
+    if (!PyFloat_CheckExact(mono) || !(hold == Py_None || PyFloat_CheckExact(hold)))
+        return 0;
+    int usual = cache_load(self, pc, pool);
+    if (usual <= 0)
+        return usual;
+    PyObject *holders = pc->holders;
+    PyObject *c = NULL, *t = NULL, *h = NULL, *held = NULL, *hh = NULL;
+    int rc = -1;
+    c = PyUnicode_CheckExact(conn) ? new_ref(conn) : PyObject_Str(conn);
+    if (c == NULL)
+        goto done;
+    h = PyDict_GetItemWithError(holders, c);
+    if (h == NULL && PyErr_Occurred())
+        goto done;
+    Py_XINCREF(h);
+    double hold_d = 0.0;
+    if (h != NULL) {
+        PyObject *leak = holder_get(self, h, H_LEAK);
+        if (leak == NULL)
+            goto done;
+        int reported = PyObject_IsTrue(leak);
+        if (reported) { /* -1 or 1: an unleak goes first, in Python */
+            rc = reported < 0 ? -1 : 0;
+            goto done;
+        }
+        if (hold == Py_None) {
+            PyObject *hm = holder_get(self, h, H_MONO);
+            if (hm == NULL)
+                goto done;
+            if (!PyFloat_CheckExact(hm)) {
+                rc = 0;
+                goto done;
+            }
+            double m = PyFloat_AS_DOUBLE(hm);
+            hold_d = m != 0.0 ? PyFloat_AS_DOUBLE(mono) - m : 0.0;
+        }
+    }
+    if (hold == Py_None) {
+        held = PyFloat_FromDouble(hold_d);
+    } else {
+        held = new_ref(hold);
+        hold_d = PyFloat_AS_DOUBLE(hold);
+    }
+    double td = PyFloat_AS_DOUBLE(mono) + PyFloat_AS_DOUBLE(offset);
+    t = PyFloat_FromDouble(td);
+    if (held == NULL || t == NULL)
+        goto done;
+    hh = hold_d > 0.0 ? new_ref(held) : new_ref(s_zero);
+    /* Checked: from here on the model changes. */
+    rc = 1;
+    *t_out = td;
+    if (h != NULL && PyDict_DelItem(holders, c) < 0)
+        goto report;
+    cache_saw(pc, td);
+    pc->releases++;
+    if (PyList_Append(pc->holds, hh) < 0)
+        goto report;
+    if (h != NULL && on_release(self, pool, h, t, td, hh) < 0)
+        goto report;
+    goto encode;
+report:
+    folder_report(self, s_fold);
+encode:
+    if (lines != Py_None) {
+        PyObject *args[4] = {t, pool, c, held};
+        PyObject *line = PyObject_Vectorcall(self->encode_release, args, 4, NULL);
+        if (line == NULL || PyList_Append(lines, line) < 0)
+            folder_report(self, s_encode);
+        Py_XDECREF(line);
+    }
+    if (events != Py_None) {
+        PyObject *ev = PyDict_New();
+        if (ev == NULL || PyDict_SetItem(ev, s_type, str_release) < 0 ||
+            PyDict_SetItem(ev, s_t, t) < 0 || PyDict_SetItem(ev, s_pool, pool) < 0 ||
+            PyDict_SetItem(ev, s_conn, c) < 0 || PyDict_SetItem(ev, s_hold, held) < 0 ||
+            PyList_Append(events, ev) < 0)
+            folder_report(self, s_fold);
+        Py_XDECREF(ev);
+    }
+done:
+    Py_XDECREF(c);
+    Py_XDECREF(t);
+    Py_XDECREF(h);
+    Py_XDECREF(held);
+    Py_XDECREF(hh);
+    return rc;
+}
+
+/* run(items, start, offset, names, lines, events) -> (stop, folded, t_first, t_last) */
+static PyObject *
+Folder_run(FolderObject *self, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 6 || !PyList_CheckExact(args[0]) || !PyFloat_CheckExact(args[2]) ||
+        !PyDict_CheckExact(args[3]) || (args[4] != Py_None && !PyList_CheckExact(args[4])) ||
+        (args[5] != Py_None && !PyList_CheckExact(args[5]))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "run(items: list, start: int, offset: float, names: dict, "
+                        "lines: list | None, events: list | None)");
+        return NULL;
+    }
+    PyObject *items = args[0], *offset = args[2], *names = args[3], *lines = args[4],
+             *events = args[5];
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0)
+        i = 0;
+    Py_ssize_t n = 0;
+    double t_first = 0.0, t_last = 0.0;
+    /* Only when no site or tags event waits: those go before the acquire that made
+     * them (the Python loop sends them). */
+    PoolCache pc = {0};
+    if (PyList_GET_SIZE(self->pending) == 0) {
+        for (; i < PyList_GET_SIZE(items); i++) {
+            PyObject *item = PyList_GET_ITEM(items, i);
+            if (!PyTuple_CheckExact(item) || PyTuple_GET_SIZE(item) < 1)
+                break;
+            PyObject *kind = PyTuple_GET_ITEM(item, 0);
+            double t = 0.0;
+            int rc;
+            Py_INCREF(item);
+            if (kind == str_acquire)
+                rc = fold_acquire(self, &pc, item, offset, names, lines, events, &t);
+            else if (kind == str_release)
+                rc = fold_release(self, &pc, item, offset, lines, events, &t);
+            else
+                rc = 0;
+            Py_DECREF(item);
+            if (rc <= 0) {
+                PyErr_Clear(); /* the Python loop body takes it, and reports what it finds */
+                break;
+            }
+            if (n == 0)
+                t_first = t;
+            n++;
+            if (t > t_last)
+                t_last = t;
+        }
+    }
+    if (cache_flush(&pc) < 0) /* the counters of the last pool, into the model */
+        folder_report(self, s_fold);
+    return Py_BuildValue("(nndd)", i, n, t_first, t_last);
+}
+
+static int
+Folder_traverse(FolderObject *self, visitproc visit, void *arg)
+{
+    Py_VISIT(self->pools);
+    Py_VISIT(self->holder);
+    Py_VISIT(self->attribution);
+    Py_VISIT(self->blame);
+    Py_VISIT(self->site_ids);
+    Py_VISIT(self->pending);
+    Py_VISIT(self->holder_name);
+    Py_VISIT(self->redacted);
+    Py_VISIT(self->redacted_name);
+    Py_VISIT(self->encode_acquire);
+    Py_VISIT(self->encode_release);
+    Py_VISIT(self->errors);
+    return 0;
+}
+
+static int
+Folder_clear(FolderObject *self)
+{
+    Py_CLEAR(self->pools);
+    Py_CLEAR(self->holder);
+    Py_CLEAR(self->attribution);
+    Py_CLEAR(self->blame);
+    Py_CLEAR(self->site_ids);
+    Py_CLEAR(self->pending);
+    Py_CLEAR(self->holder_name);
+    Py_CLEAR(self->redacted);
+    Py_CLEAR(self->redacted_name);
+    Py_CLEAR(self->encode_acquire);
+    Py_CLEAR(self->encode_release);
+    Py_CLEAR(self->errors);
+    return 0;
+}
+
+static void
+Folder_dealloc(FolderObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    Folder_clear(self);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+static int
+Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
+{
+    static char *kwlist[] = {"pools", "holder", "attribution", "blame", "site_ids",
+                             "pending", "holder_name", "redacted", "redacted_name",
+                             "encode_acquire", "encode_release", "errors", "max_holders",
+                             "wait_min", "horizon", NULL};
+    PyObject *pools, *holder, *attribution, *blame, *site_ids, *pending, *holder_name,
+        *redacted, *redacted_name, *encode_acquire, *encode_release, *errors;
+    Py_ssize_t max_holders;
+    double wait_min, horizon;
+    if (!PyArg_ParseTupleAndKeywords(
+            args, kwds, "O!O!OO!O!O!OO!OOOOndd", kwlist, &PyDict_Type, &pools, &PyType_Type,
+            &holder, &attribution, &PyDict_Type, &blame, &PyDict_Type, &site_ids,
+            &PyList_Type, &pending, &holder_name, &PyDict_Type, &redacted, &redacted_name,
+            &encode_acquire, &encode_release, &errors, &max_holders, &wait_min, &horizon))
+        return -1;
+    if (horizon != 300.0) { /* compiled in: on_release's inline path */
+        PyErr_SetString(PyExc_ValueError, "attribution.HORIZON changed: rebuild _accel");
+        return -1;
+    }
+    Folder_clear(self);
+    /* The Holder's slots, if it is the slotted dataclass it is meant to be. */
+    for (int i = 0; i < HOLDER_FIELDS; i++) {
+        self->offsets[i] = -1;
+    }
+    int slotted = 1;
+    Py_ssize_t offs[HOLDER_FIELDS];
+    for (int i = 0; i < HOLDER_FIELDS && slotted; i++) {
+        PyObject *d = PyObject_GetAttrString(holder, holder_fields[i]);
+        if (d == NULL) {
+            PyErr_Clear();
+            slotted = 0;
+            break;
+        }
+        if (Py_TYPE(d) == &PyMemberDescr_Type &&
+            ((PyMemberDescrObject *)d)->d_member->type == T_OBJECT_EX &&
+            ((PyMemberDescrObject *)d)->d_common.d_type == (PyTypeObject *)holder) {
+            offs[i] = ((PyMemberDescrObject *)d)->d_member->offset;
+        } else {
+            slotted = 0;
+        }
+        Py_DECREF(d);
+    }
+    if (slotted && ((PyTypeObject *)holder)->tp_init != NULL) {
+        for (int i = 0; i < HOLDER_FIELDS; i++)
+            self->offsets[i] = offs[i];
+    }
+#define KEEP(field) (self->field = new_ref(field))
+    KEEP(pools);
+    self->holder = (PyTypeObject *)new_ref(holder);
+    KEEP(attribution);
+    KEEP(blame);
+    KEEP(site_ids);
+    KEEP(pending);
+    KEEP(holder_name);
+    KEEP(redacted);
+    KEEP(redacted_name);
+    KEEP(encode_acquire);
+    KEEP(encode_release);
+    KEEP(errors);
+#undef KEEP
+    self->max_holders = max_holders;
+    self->wait_min = wait_min;
+    return 0;
+}
+
+static PyObject *
+Folder_slotted(FolderObject *self, void *closure)
+{
+    return PyBool_FromLong(self->offsets[0] >= 0);
+}
+
+static PyGetSetDef Folder_getset[] = {
+    {"slotted", (getter)Folder_slotted, NULL,
+     "Whether holders are made in their slots (else by calling the class).", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyMethodDef Folder_methods[] = {
+    {"run", (PyCFunction)(void (*)(void))Folder_run, METH_FASTCALL,
+     "run(items, start, offset, names, lines, events) -> (stop, folded, t_first, t_last)"},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyTypeObject FolderType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "poolscope.instrument._accel.Folder",
+    .tp_basicsize = sizeof(FolderObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = "The drain's fold of usual acquire and release records, for one model.",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Folder_init,
+    .tp_dealloc = (destructor)Folder_dealloc,
+    .tp_traverse = (traverseproc)Folder_traverse,
+    .tp_clear = (inquiry)Folder_clear,
+    .tp_methods = Folder_methods,
+    .tp_getset = Folder_getset,
+};
+
 static PyObject *
 accel_perf_counter(PyObject *module, PyObject *unused)
 {
     return PyFloat_FromDouble(perf_counter());
 }
 
+/* bucket_counts(edges, values) -> {index: count} | None: histogram.add_many_trusted's
+ * ``_count_elements(counts, map(partial(bisect_left, edges), values))`` in one C loop
+ * (the same binary search, so the same index for every value, NaN included); None
+ * when a value or an edge is not a float (the caller counts those in Python). */
+static PyObject *
+accel_bucket_counts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
+{
+    if (nargs != 2 || !PyList_CheckExact(args[0]) || !PyList_CheckExact(args[1])) {
+        PyErr_SetString(PyExc_TypeError, "bucket_counts(edges: list, values: list)");
+        return NULL;
+    }
+    PyObject *edges_list = args[0], *values = args[1];
+    Py_ssize_t ne = PyList_GET_SIZE(edges_list), nv = PyList_GET_SIZE(values);
+    if (ne > 4096)
+        Py_RETURN_NONE;
+    double edges[4096];
+    for (Py_ssize_t k = 0; k < ne; k++) {
+        PyObject *e = PyList_GET_ITEM(edges_list, k);
+        if (!PyFloat_CheckExact(e))
+            Py_RETURN_NONE;
+        edges[k] = PyFloat_AS_DOUBLE(e);
+    }
+    Py_ssize_t counts[4097];
+    memset(counts, 0, sizeof(Py_ssize_t) * (size_t)(ne + 1));
+    for (Py_ssize_t j = 0; j < nv; j++) {
+        PyObject *v = PyList_GET_ITEM(values, j);
+        if (!PyFloat_CheckExact(v))
+            Py_RETURN_NONE;
+        double x = PyFloat_AS_DOUBLE(v);
+        Py_ssize_t lo = 0, hi = ne;
+        while (lo < hi) { /* bisect_left: the first edge not below x */
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (edges[mid] < x)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        counts[lo]++;
+    }
+    PyObject *out = PyDict_New();
+    if (out == NULL)
+        return NULL;
+    for (Py_ssize_t k = 0; k <= ne; k++) {
+        if (!counts[k])
+            continue;
+        PyObject *key = PyLong_FromSsize_t(k), *n = PyLong_FromSsize_t(counts[k]);
+        if (key == NULL || n == NULL || PyDict_SetItem(out, key, n) < 0) {
+            Py_XDECREF(key);
+            Py_XDECREF(n);
+            Py_DECREF(out);
+            return NULL;
+        }
+        Py_DECREF(key);
+        Py_DECREF(n);
+    }
+    return out;
+}
+
 static PyMethodDef module_methods[] = {
+    {"bucket_counts", (PyCFunction)(void (*)(void))accel_bucket_counts, METH_FASTCALL,
+     "bucket_counts(edges, values) -> {bisect_left index: count}, or None."},
     {"perf_counter", accel_perf_counter, METH_NOARGS,
      "CLOCK_MONOTONIC as float seconds: what the records carry when no clock is given."},
     {NULL, NULL, 0, NULL},
@@ -563,7 +1400,37 @@ PyInit__accel(void)
     if (!str_acquire || !str_release || !str_dropped || !str_report || !str_where_recorder ||
         !str_where_site)
         return NULL;
-    if (PyType_Ready(&HotType) < 0)
+    if (PyType_Ready(&HotType) < 0 || PyType_Ready(&FolderType) < 0)
+        return NULL;
+#define NAME(var, text)                                                                    \
+    if ((var = PyUnicode_InternFromString(text)) == NULL)                                  \
+        return NULL;
+    NAME(s_last_t, "last_t");
+    NAME(s_acquires, "acquires");
+    NAME(s_releases, "releases");
+    NAME(s_recent, "recent");
+    NAME(s_pending_waits, "pending_waits");
+    NAME(s_pending_holds, "pending_holds");
+    NAME(s_holders, "holders");
+    NAME(s_held, "held");
+    NAME(s_last_end, "last_end");
+    NAME(s_disorder, "disorder");
+    NAME(s_on_acquire, "on_acquire");
+    NAME(s_on_release, "on_release");
+    NAME(s_append, "append");
+    NAME(s_popleft, "popleft");
+    NAME(s_type, "type");
+    NAME(s_t, "t");
+    NAME(s_pool, "pool");
+    NAME(s_conn, "conn");
+    NAME(s_wait, "wait");
+    NAME(s_site, "site");
+    NAME(s_task, "task");
+    NAME(s_hold, "hold");
+    NAME(s_fold, "fold");
+    NAME(s_encode, "encode");
+#undef NAME
+    if ((s_zero = PyFloat_FromDouble(0.0)) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&accel_module);
     if (m == NULL)
@@ -571,6 +1438,12 @@ PyInit__accel(void)
     Py_INCREF(&HotType);
     if (PyModule_AddObject(m, "Hot", (PyObject *)&HotType) < 0) {
         Py_DECREF(&HotType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    Py_INCREF(&FolderType);
+    if (PyModule_AddObject(m, "Folder", (PyObject *)&FolderType) < 0) {
+        Py_DECREF(&FolderType);
         Py_DECREF(m);
         return NULL;
     }

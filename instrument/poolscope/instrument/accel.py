@@ -23,6 +23,8 @@ except ImportError:  # no compiler at install time, or another interpreter
 
 #: True when pool handles use the C hot path.
 ENABLED: bool = _accel is not None and os.environ.get("POOLSCOPE_ACCEL", "1") != "0"
+#: True when the drain folds the usual records in C (off with the hot path).
+FOLD: bool = ENABLED
 
 #: Why the C hot path is not in use ("" when it is).
 REASON: str = (
@@ -32,6 +34,11 @@ REASON: str = (
     if _accel is not None
     else "not built (no C compiler at install time)"
 )
+
+if FOLD and _accel is not None:
+    from poolscope import histogram as _histogram
+
+    _histogram._bucket_counts = _accel.bucket_counts
 
 
 def _clock() -> Any:
@@ -65,3 +72,37 @@ def make_hot(recorder: Any, pool_name: str, depth: int) -> Any:
         current_task=asyncio.current_task,
         tasks_by_loop=getattr(asyncio.tasks, "_current_tasks", None),
     )
+
+
+def make_folder(model: Any, interner: Any) -> Any:
+    """The C fold of the usual acquire and release records into ``model`` (a
+    :class:`~poolscope.fold.PoolState`), or None when it is not in use."""
+    if not FOLD or _accel is None:
+        return None
+    from poolscope import attribution, records
+    from poolscope.events import encode_acquire, encode_release
+
+    from . import naming
+
+    a = model.attribution
+    try:
+        return _accel.Folder(
+            pools=model.pools,
+            holder=records.Holder,
+            attribution=a,
+            blame=a._pools,
+            site_ids=interner.site_ids,
+            pending=interner.pending,
+            holder_name=naming.holder_name,
+            redacted=naming._redacted_names,
+            redacted_name=naming.redacted_name,
+            encode_acquire=encode_acquire,
+            encode_release=encode_release,
+            errors=errors,
+            max_holders=records.MAX_HOLDERS,
+            wait_min=attribution.WAIT_MIN,
+            horizon=attribution.HORIZON,
+        )
+    except Exception as exc:  # a model this build does not know: the Python fold
+        errors.report("accelerator", exc)
+        return None

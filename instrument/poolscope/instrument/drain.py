@@ -26,7 +26,7 @@ from typing import Any
 from poolscope.events import Event, encode, encode_acquire, encode_release
 from poolscope.fold import PoolState
 
-from . import errors, leakwatch
+from . import accel, errors, leakwatch
 from .interning import Interner
 from .naming import holder_name, redacted_name, request_name
 
@@ -37,6 +37,19 @@ class Drain:
     def __init__(self, model: PoolState) -> None:
         self.model = model
         self.interner = Interner()
+        self._fast: Any = None
+        self._fast_for: tuple[Any, ...] = ()
+
+    def _folder(self) -> Any:
+        """The C fold of the usual records, for the model as it is now (a sync may have
+        replaced its pools or attribution), or None without the accelerator."""
+        m = self.model
+        a = m.attribution
+        key = (m.pools, a, a._pools)
+        if self._fast is None or any(x is not y for x, y in zip(key, self._fast_for, strict=False)):
+            self._fast = accel.make_folder(m, self.interner)
+            self._fast_for = key
+        return self._fast
 
     def _normalise(self, item: Any, offset: float) -> Event | None:
         """A non-hot event (a dict from ``PoolHandle.event`` or the runtime), checked."""
@@ -107,7 +120,30 @@ class Drain:
 
         if first:
             generic(first)
-        for item in items:
+        folder = self._folder()
+        i, n_items = 0, len(items)
+        while i < n_items:
+            if folder is not None and not pending:
+                # The C fold (accel.py) takes the usual records from i on, and stops at
+                # the first it leaves to the loop body below: its reference.
+                i, n, tf, tl = folder.run(
+                    items,
+                    i,
+                    offset,
+                    names,
+                    lines if want_lines else None,
+                    events if want_events else None,
+                )
+                if n:
+                    if not n_fast:
+                        t_first = tf
+                    n_fast += n
+                    if tl > t_last:
+                        t_last = tl
+                if i >= n_items:
+                    break
+            item = items[i]
+            i += 1
             try:
                 if type(item) is not tuple:
                     ev = self._normalise(item, offset)

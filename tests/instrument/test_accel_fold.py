@@ -1,0 +1,192 @@
+"""The C fold of the drain (``_accel.Folder``) against its reference, the Python loop.
+
+Two drains fold the same batches of records - usual ones and every kind the C fold
+leaves to Python (new sites, labels, unknown pools, a reported leak given back, closes
+while held, waits long enough to be charged, out-of-order ends, odd types) - and must
+end with the same lines, events, model, holders and attribution state.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from typing import Any
+
+import pytest
+
+from poolscope.fold import PoolState
+from poolscope.histogram import Histogram
+from poolscope.instrument import accel, tags
+from poolscope.instrument.drain import Drain
+
+pytestmark = [
+    pytest.mark.fast,
+    pytest.mark.skipif(not accel.FOLD, reason=f"C fold: {accel.REASON}"),
+]
+
+OFFSET = 1_700_000_000.0 - 20_000.0  # wall minus perf_counter, as the runtime reads it
+
+
+class _Task:
+    """A holder with a name, weakly referenceable, as an asyncio task is."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def get_name(self) -> str:
+        return self.name
+
+
+def _batches(seed: int) -> list[list[Any]]:
+    rnd = random.Random(seed)
+    holders: list[Any] = [
+        _Task("Task-1"),
+        _Task("GET /login?password=hunter2"),
+        _Task("worker"),
+        None,
+        1234,  # a thread ident no thread has
+    ]
+    sites: list[Any] = [(i, 2 * i, i + 1, 40) for i in range(6)] + [(), None]
+    labels = [tags.Labels((("route", "/a"),)), tags.Labels((("route", "/b"), ("x", "1")))]
+    pools = ["a", "a", "a", "b", "z"]
+    conns: list[Any] = ["c0", "c1", "c2", "c3", 7, 8]
+    mono = 20_000.0
+    out: list[list[Any]] = []
+    for _ in range(rnd.randint(3, 6)):
+        batch: list[Any] = []
+        if not out:
+            for p in ("a", "b"):
+                batch.append({"type": "pool", "t": mono + OFFSET, "pool": p, "kind": "k"})
+        for _ in range(rnd.randint(50, 400)):
+            mono += rnd.choice([0.0001, 0.001, 0.01, 0.5])
+            t = mono - (rnd.random() * 0.5 if rnd.random() < 0.05 else 0.0)  # disorder
+            pool, conn = rnd.choice(pools), rnd.choice(conns)
+            r = rnd.random()
+            if r < 0.45:
+                wait = rnd.choice([0.0, 0.0, 0.0, 0.0004, 0.002, 0.3, -1.0])
+                batch.append(
+                    (
+                        "acquire",
+                        t,
+                        pool,
+                        conn,
+                        wait,
+                        rnd.choice(sites),
+                        rnd.choice(holders),
+                        rnd.choice(labels) if rnd.random() < 0.15 else None,
+                    )
+                )
+            elif r < 0.9:
+                hold = rnd.choice([None, None, None, 0.25, 0.0, -0.5])
+                batch.append(("release", t, pool, conn, hold))
+            elif r < 0.93:
+                batch.append({"type": "close", "t": t + OFFSET, "pool": pool, "conn": str(conn)})
+            elif r < 0.96:
+                batch.append({"type": "state", "t": t + OFFSET, "pool": pool, "in_use": 2})
+            elif r < 0.98:
+                batch.append(("release", t, pool, conn, 3))  # an int hold: not the usual
+            else:
+                batch.append(("bogus", t))
+        out.append(batch)
+    return out
+
+
+def _mark_leaks(d: Drain, rnd: random.Random) -> None:
+    """Some open holds reported as leaks (the leak watch's flag) between batches."""
+    for p in sorted(d.model.pools):
+        for conn in sorted(d.model.pools[p].holders):
+            if rnd.random() < 0.2:
+                d.model.pools[p].holders[conn].leak_reported = True
+
+
+def _state(d: Drain) -> dict[str, Any]:
+    m = d.model
+    a = m.attribution
+    holders = {
+        (p, c): (h.conn, h.since, h.site, h.task, h.tags, h.mono, h.raw_site, h.leak_reported)
+        for p, pm in m.pools.items()
+        for c, h in pm.holders.items()
+    }
+    blame = {
+        p: (list(pb.recent), pb.last_end, pb.disorder, pb.held, list(pb.cover), pb.last_wait)
+        for p, pb in a._pools.items()
+    }
+    return {
+        "model": m.to_dict(),
+        "holders": holders,
+        "blame": blame,
+        "charges": a.blame("site"),
+        "waited": a.waited_since(),
+        "last_t": {p: pm.last_t for p, pm in m.pools.items()},
+        "events": m.events,
+        "now": m.now,
+        "sites": dict(d.interner.site_ids),
+    }
+
+
+@pytest.mark.parametrize("seed", range(25))
+def test_the_c_fold_ends_where_the_python_fold_does(
+    seed: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(time, "time", lambda: 1_700_000_000.0)  # new sites' and labels' t
+    fast, ref = Drain(PoolState(bulk=True)), Drain(PoolState(bulk=True))
+    ref._folder = lambda: None  # type: ignore[method-assign]
+    assert fast._folder() is not None
+    rnd_f, rnd_r = random.Random(seed), random.Random(seed)
+    folded = 0
+    for batch in _batches(seed):
+        results = []
+        for d, rnd in ((fast, rnd_f), (ref, rnd_r)):
+            items = [dict(x) if isinstance(x, dict) else x for x in batch]  # dicts change
+            results.append(d.run(items, [], OFFSET, want_lines=True, want_events=True))
+            _mark_leaks(d, rnd)
+        (lines_f, events_f), (lines_r, events_r) = results
+        assert lines_f == lines_r
+        assert events_f == events_r
+        assert _state(fast) == _state(ref)
+        folded += len(batch)
+    assert folded > 0
+
+
+def test_the_c_fold_takes_the_usual_records_itself() -> None:
+    # Not a vacuous comparison: the usual records are folded by C, not handed back.
+    d = Drain(PoolState(bulk=True))
+    d.run([{"type": "pool", "t": 1.0, "pool": "a"}], [], OFFSET, False, False)
+    d.interner.site_ids[(1, 2)] = 1
+    items: list[Any] = []
+    for i in range(100):
+        items.append(("acquire", 1.0 + i, "a", f"c{i % 3}", 0.0, (1, 2), None, None))
+        items.append(("release", 1.5 + i, "a", f"c{i % 3}", None))
+    stop, n, t_first, t_last = d._folder().run(items, 0, OFFSET, {}, None, None)
+    assert (stop, n) == (200, 200)
+    assert (t_first, t_last) == (1.0 + OFFSET, 100.5 + OFFSET)
+    p = d.model.pools["a"]
+    assert (p.acquires, p.releases, p.holders) == (100, 100, {})
+    assert p.pending_holds == [0.5] * 100 and p.last_t == 100.5 + OFFSET
+
+
+def test_bucket_counts_matches_the_python_loop() -> None:
+    rnd = random.Random(3)
+    values = [
+        rnd.choice([0.0, 1e-12, 5e-9, 1.0, 10.0, 1e7, 1e300, float("nan")]) for _ in range(50)
+    ]
+    values += [rnd.lognormvariate(-6, 3) for _ in range(5000)]
+    a, b = Histogram(), Histogram()
+    a.add_many_trusted(values)
+    for v in values:
+        b.add_trusted(v)
+    assert a.buckets == b.buckets and a.count == b.count
+    # repr: a NaN sum equals itself there, and every float is compared to the last bit.
+    assert repr((a.sum, a.min, a.max)) == repr((b.sum, b.min, b.max))
+
+
+def test_a_run_of_ten_thousand_pairs_is_folded_in_one_call() -> None:
+    d = Drain(PoolState(bulk=True))
+    d.run([{"type": "pool", "t": time.time(), "pool": "a"}], [], OFFSET, False, False)
+    items: list[Any] = []
+    for i in range(10_000):
+        items += [("acquire", 1.0 + i, "a", "c", 0.0, None, None, None)]
+        items += [("release", 1.5 + i, "a", "c", None)]
+    d.run(items, [], OFFSET, False, False)
+    p = d.model.pools["a"]
+    assert p.acquires == p.releases == 10_000 and p.hold.count == 10_000
