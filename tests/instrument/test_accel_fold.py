@@ -43,19 +43,21 @@ def _batches(seed: int) -> list[list[Any]]:
         _Task("Task-1"),
         _Task("GET /login?password=hunter2"),
         _Task("worker"),
+        _Task('quote " and \\ and \x01 and \u00fc and \u2028'),  # escaped in the line
+        _Task("long-" * 400),  # a line longer than the C encoder's buffer
         None,
         1234,  # a thread ident no thread has
     ]
     sites: list[Any] = [(i, 2 * i, i + 1, 40) for i in range(6)] + [(), None]
     labels = [tags.Labels((("route", "/a"),)), tags.Labels((("route", "/b"), ("x", "1")))]
-    pools = ["a", "a", "a", "b", "z"]
-    conns: list[Any] = ["c0", "c1", "c2", "c3", 7, 8]
+    pools = ["a", "a", "a", "b", 'p"\u00fc', "z"]
+    conns: list[Any] = ["c0", "c1", "c2", "c3", 7, 8, "c\n\u00e9"]
     mono = 20_000.0
     out: list[list[Any]] = []
     for _ in range(rnd.randint(3, 6)):
         batch: list[Any] = []
         if not out:
-            for p in ("a", "b"):
+            for p in ("a", "b", 'p"\u00fc'):
                 batch.append({"type": "pool", "t": mono + OFFSET, "pool": p, "kind": "k"})
         for _ in range(rnd.randint(50, 400)):
             mono += rnd.choice([0.0001, 0.001, 0.01, 0.5])

@@ -14,6 +14,7 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <frameobject.h>
+#include <math.h>
 #include <string.h>
 #include <time.h>
 
@@ -568,8 +569,12 @@ typedef struct {
     PyObject *holder_name;    /* naming.holder_name */
     PyObject *redacted;       /* naming._redacted_names */
     PyObject *redacted_name;  /* naming.redacted_name */
+    PyObject *tags_id;        /* interner.tags_id */
+    PyObject *request_name;   /* naming.request_name */
     PyObject *encode_acquire;
     PyObject *encode_release;
+    PyObject *escaped;        /* events._escaped: JSON-escaped strings */
+    PyObject *quoted;         /* events._quoted */
     PyObject *errors;
     Py_ssize_t max_holders;
     double wait_min;
@@ -578,7 +583,7 @@ typedef struct {
 static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits,
     *s_pending_holds, *s_holders, *s_held, *s_last_end, *s_disorder, *s_on_acquire,
     *s_on_release, *s_append, *s_popleft, *s_type, *s_t, *s_pool, *s_conn, *s_wait,
-    *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_zero;
+    *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_tags, *s_zero;
 
 static void
 folder_report(FolderObject *self, PyObject *where)
@@ -785,8 +790,8 @@ blame_of(FolderObject *self, PyObject *pool, PyObject **pb)
 /* The holder's name as the stream carries it: named once per batch (``names``, keyed
  * by id as in drain.py), redacted through naming's cache. New refs in *task, *ref. */
 static int
-name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject **task,
-            PyObject **ref)
+name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject *labels,
+            PyObject **task, PyObject **ref)
 {
     PyObject *key = PyLong_FromVoidPtr(holder);
     if (key == NULL)
@@ -811,20 +816,177 @@ name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject **ta
         return -1;
     }
     PyObject *name = PyTuple_GET_ITEM(named, 0);
+    PyObject *request = NULL;
+    if (labels != NULL) { /* a web request's holder is named after it */
+        request = PyObject_CallOneArg(self->request_name, labels);
+        if (request == NULL)
+            return -1;
+        int truthy = PyObject_IsTrue(request);
+        if (truthy < 0) {
+            Py_DECREF(request);
+            return -1;
+        }
+        if (truthy)
+            name = request;
+    }
     PyObject *out = PyUnicode_CheckExact(name) ? PyDict_GetItemWithError(self->redacted, name)
                                                : NULL;
     if (out != NULL) {
         Py_INCREF(out);
-    } else {
-        if (PyErr_Occurred())
-            return -1;
+    } else if (!PyErr_Occurred()) {
         out = PyObject_CallOneArg(self->redacted_name, name);
-        if (out == NULL)
-            return -1;
     }
+    Py_XDECREF(request);
+    if (out == NULL)
+        return -1;
     *task = out;
     *ref = new_ref(PyTuple_GET_ITEM(named, 1));
     return 0;
+}
+
+/* -- the two hot lines, as events.encode_acquire / encode_release make them ----------
+ * Byte for byte the same: floats by repr (PyOS_double_to_string 'r', as float.__repr__),
+ * ints in decimal, strings JSON-escaped through events._escaped (the Python cache;
+ * events._quoted fills it). NULL with no exception when the values are not the usual
+ * ones (a non-finite float, a long line, ...): the caller calls the Python function. */
+
+typedef struct {
+    char buf[1024];
+    Py_ssize_t n;
+    int overflow;
+} Line;
+
+static void
+line_put(Line *ln, const char *text, Py_ssize_t len)
+{
+    if (ln->overflow || ln->n + len > (Py_ssize_t)sizeof(ln->buf)) {
+        ln->overflow = 1;
+        return;
+    }
+    memcpy(ln->buf + ln->n, text, (size_t)len);
+    ln->n += len;
+}
+
+#define LINE_LIT(ln, lit) line_put((ln), (lit), (Py_ssize_t)(sizeof(lit) - 1))
+
+static int
+line_float(Line *ln, PyObject *v)
+{
+    if (!PyFloat_CheckExact(v) || !isfinite(PyFloat_AS_DOUBLE(v)))
+        return 0;
+    char *r = PyOS_double_to_string(PyFloat_AS_DOUBLE(v), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
+    if (r == NULL)
+        return -1;
+    line_put(ln, r, (Py_ssize_t)strlen(r));
+    PyMem_Free(r);
+    return 1;
+}
+
+static int
+line_int(Line *ln, PyObject *v)
+{
+    if (!PyLong_CheckExact(v))
+        return 0;
+    int overflow = 0;
+    long long x = PyLong_AsLongLongAndOverflow(v, &overflow);
+    if (overflow)
+        return 0;
+    if (x == -1 && PyErr_Occurred())
+        return -1;
+    char tmp[32];
+    int len = snprintf(tmp, sizeof(tmp), "%lld", x);
+    line_put(ln, tmp, len);
+    return 1;
+}
+
+static int
+line_str(FolderObject *self, Line *ln, PyObject *v)
+{
+    if (!PyUnicode_CheckExact(v))
+        return 0;
+    PyObject *q = PyDict_GetItemWithError(self->escaped, v);
+    if (q != NULL) {
+        Py_INCREF(q);
+    } else {
+        if (PyErr_Occurred())
+            return -1;
+        q = PyObject_CallOneArg(self->quoted, v);
+        if (q == NULL)
+            return -1;
+    }
+    Py_ssize_t len;
+    const char *text = PyUnicode_Check(q) ? PyUnicode_AsUTF8AndSize(q, &len) : NULL;
+    if (text == NULL) {
+        Py_DECREF(q);
+        return PyErr_Occurred() ? -1 : 0;
+    }
+    line_put(ln, text, len);
+    Py_DECREF(q);
+    return 1;
+}
+
+static PyObject *
+line_bytes(Line *ln)
+{
+    if (ln->overflow)
+        return NULL;
+    return PyBytes_FromStringAndSize(ln->buf, ln->n);
+}
+
+#define LINE_TRY(call)                                                                     \
+    do {                                                                                   \
+        int rc_ = (call);                                                                  \
+        if (rc_ <= 0)                                                                      \
+            return NULL;                                                                   \
+    } while (0)
+
+static PyObject *
+c_encode_acquire(FolderObject *self, PyObject *t, PyObject *pool, PyObject *conn,
+                 PyObject *wait, PyObject *site, PyObject *task, PyObject *tags)
+{
+    Line ln;
+    ln.n = 0;
+    ln.overflow = 0;
+    LINE_LIT(&ln, "{\"type\":\"acquire\",\"t\":");
+    LINE_TRY(line_float(&ln, t));
+    LINE_LIT(&ln, ",\"pool\":");
+    LINE_TRY(line_str(self, &ln, pool));
+    LINE_LIT(&ln, ",\"conn\":");
+    LINE_TRY(line_str(self, &ln, conn));
+    LINE_LIT(&ln, ",\"wait\":");
+    LINE_TRY(line_float(&ln, wait));
+    LINE_LIT(&ln, ",\"site\":");
+    if (site == Py_None)
+        LINE_LIT(&ln, "null");
+    else
+        LINE_TRY(line_int(&ln, site));
+    LINE_LIT(&ln, ",\"task\":");
+    LINE_TRY(line_str(self, &ln, task));
+    if (tags != Py_None) {
+        LINE_LIT(&ln, ",\"tags\":");
+        LINE_TRY(line_int(&ln, tags));
+    }
+    LINE_LIT(&ln, "}\n");
+    return line_bytes(&ln);
+}
+
+static PyObject *
+c_encode_release(FolderObject *self, PyObject *t, PyObject *pool, PyObject *conn,
+                 PyObject *hold)
+{
+    Line ln;
+    ln.n = 0;
+    ln.overflow = 0;
+    LINE_LIT(&ln, "{\"type\":\"release\",\"t\":");
+    LINE_TRY(line_float(&ln, t));
+    LINE_LIT(&ln, ",\"pool\":");
+    LINE_TRY(line_str(self, &ln, pool));
+    LINE_LIT(&ln, ",\"conn\":");
+    LINE_TRY(line_str(self, &ln, conn));
+    LINE_LIT(&ln, ",\"hold\":");
+    LINE_TRY(line_float(&ln, hold));
+    LINE_LIT(&ln, "}\n");
+    return line_bytes(&ln);
 }
 
 /* One acquire record. 1 folded, 0 not the usual case (nothing changed), -1 error
@@ -839,7 +1001,7 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
              *conn = PyTuple_GET_ITEM(item, 3), *wait = PyTuple_GET_ITEM(item, 4),
              *raw_site = PyTuple_GET_ITEM(item, 5), *holder = PyTuple_GET_ITEM(item, 6),
              *labels = PyTuple_GET_ITEM(item, 7);
-    if (labels != Py_None || !PyFloat_CheckExact(mono) || !PyFloat_CheckExact(wait))
+    if (!PyFloat_CheckExact(mono) || !PyFloat_CheckExact(wait))
         return 0;
     PyObject *site = Py_None;
     int truthy = PyObject_IsTrue(raw_site);
@@ -855,7 +1017,21 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
         return usual;
     PyObject *holders = pc->holders;
     PyObject *c = NULL, *task = NULL, *ref = NULL, *t = NULL, *w = NULL, *h = NULL;
+    PyObject *tid = NULL;
     int rc = -1;
+    if (labels != Py_None) {
+        /* The labels' id, as interner.tags_id makes it (a new one queues its event,
+         * which goes before this acquire: the Python loop sends it, and finds the id
+         * made). None for labels with no pairs: the acquire is then untagged. */
+        tid = PyObject_CallOneArg(self->tags_id, labels);
+        if (tid == NULL)
+            goto done;
+        if (PyList_GET_SIZE(self->pending) != 0) {
+            rc = 0;
+            goto done;
+        }
+    }
+    PyObject *tags = tid != NULL ? tid : Py_None;
     c = PyUnicode_CheckExact(conn) ? new_ref(conn) : PyObject_Str(conn);
     if (c == NULL)
         goto done;
@@ -866,7 +1042,7 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
             goto done;
         }
     }
-    if (name_holder(self, names, holder, &task, &ref) < 0)
+    if (name_holder(self, names, holder, tags != Py_None ? labels : NULL, &task, &ref) < 0)
         goto done;
     double td = PyFloat_AS_DOUBLE(mono) + PyFloat_AS_DOUBLE(offset);
     t = PyFloat_FromDouble(td);
@@ -882,7 +1058,7 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
         goto report;
     PyObject *replaced = PyDict_GetItemWithError(holders, c); /* borrowed */
     Py_XINCREF(replaced);
-    PyObject *values[H_LEAK] = {c, t, site, task, Py_None, mono, raw_site, ref};
+    PyObject *values[H_LEAK] = {c, t, site, task, tags, mono, raw_site, ref};
     h = new_holder(self, values);
     if (h == NULL || PyDict_SetItem(holders, c, h) < 0) {
         Py_XDECREF(replaced);
@@ -894,8 +1070,8 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
         Py_XDECREF(replaced);
         goto report;
     }
-    if (counting || PyFloat_AS_DOUBLE(w) >= self->wait_min) {
-        PyObject *args[8] = {self->attribution, pool,   t, w, Py_None, holders, h,
+    if (counting || tags != Py_None || PyFloat_AS_DOUBLE(w) >= self->wait_min) {
+        PyObject *args[8] = {self->attribution, pool,   t, w, tags, holders, h,
                              replaced ? replaced : Py_None};
         PyObject *res = PyObject_VectorcallMethod(s_on_acquire, args,
                                                   8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -911,8 +1087,11 @@ report:
     folder_report(self, s_fold);
 encode:
     if (lines != Py_None) {
-        PyObject *args[7] = {t, pool, c, wait, site, task, Py_None};
-        PyObject *line = PyObject_Vectorcall(self->encode_acquire, args, 7, NULL);
+        PyObject *line = c_encode_acquire(self, t, pool, c, wait, site, task, tags);
+        if (line == NULL && !PyErr_Occurred()) { /* not the usual values: Python's */
+            PyObject *args[7] = {t, pool, c, wait, site, task, tags};
+            line = PyObject_Vectorcall(self->encode_acquire, args, 7, NULL);
+        }
         if (line == NULL || PyList_Append(lines, line) < 0)
             folder_report(self, s_encode);
         Py_XDECREF(line);
@@ -923,11 +1102,13 @@ encode:
             PyDict_SetItem(ev, s_t, t) < 0 || PyDict_SetItem(ev, s_pool, pool) < 0 ||
             PyDict_SetItem(ev, s_conn, c) < 0 || PyDict_SetItem(ev, s_wait, wait) < 0 ||
             PyDict_SetItem(ev, s_site, site) < 0 || PyDict_SetItem(ev, s_task, task) < 0 ||
+            (tags != Py_None && PyDict_SetItem(ev, s_tags, tags) < 0) ||
             PyList_Append(events, ev) < 0)
             folder_report(self, s_fold);
         Py_XDECREF(ev);
     }
 done:
+    Py_XDECREF(tid);
     Py_XDECREF(c);
     Py_XDECREF(task);
     Py_XDECREF(ref);
@@ -1085,8 +1266,11 @@ report:
     folder_report(self, s_fold);
 encode:
     if (lines != Py_None) {
-        PyObject *args[4] = {t, pool, c, held};
-        PyObject *line = PyObject_Vectorcall(self->encode_release, args, 4, NULL);
+        PyObject *line = c_encode_release(self, t, pool, c, held);
+        if (line == NULL && !PyErr_Occurred()) {
+            PyObject *args[4] = {t, pool, c, held};
+            line = PyObject_Vectorcall(self->encode_release, args, 4, NULL);
+        }
         if (line == NULL || PyList_Append(lines, line) < 0)
             folder_report(self, s_encode);
         Py_XDECREF(line);
@@ -1177,8 +1361,12 @@ Folder_traverse(FolderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->holder_name);
     Py_VISIT(self->redacted);
     Py_VISIT(self->redacted_name);
+    Py_VISIT(self->tags_id);
+    Py_VISIT(self->request_name);
     Py_VISIT(self->encode_acquire);
     Py_VISIT(self->encode_release);
+    Py_VISIT(self->escaped);
+    Py_VISIT(self->quoted);
     Py_VISIT(self->errors);
     return 0;
 }
@@ -1195,8 +1383,12 @@ Folder_clear(FolderObject *self)
     Py_CLEAR(self->holder_name);
     Py_CLEAR(self->redacted);
     Py_CLEAR(self->redacted_name);
+    Py_CLEAR(self->tags_id);
+    Py_CLEAR(self->request_name);
     Py_CLEAR(self->encode_acquire);
     Py_CLEAR(self->encode_release);
+    Py_CLEAR(self->escaped);
+    Py_CLEAR(self->quoted);
     Py_CLEAR(self->errors);
     return 0;
 }
@@ -1213,18 +1405,21 @@ static int
 Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"pools", "holder", "attribution", "blame", "site_ids",
-                             "pending", "holder_name", "redacted", "redacted_name",
-                             "encode_acquire", "encode_release", "errors", "max_holders",
+                             "pending", "holder_name", "redacted", "redacted_name", "tags_id",
+                             "request_name", "encode_acquire", "encode_release", "escaped",
+                             "quoted", "errors", "max_holders",
                              "wait_min", "horizon", NULL};
     PyObject *pools, *holder, *attribution, *blame, *site_ids, *pending, *holder_name,
-        *redacted, *redacted_name, *encode_acquire, *encode_release, *errors;
+        *redacted, *redacted_name, *tags_id, *request_name, *encode_acquire, *encode_release,
+        *escaped, *quoted, *errors;
     Py_ssize_t max_holders;
     double wait_min, horizon;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "O!O!OO!O!O!OO!OOOOndd", kwlist, &PyDict_Type, &pools, &PyType_Type,
-            &holder, &attribution, &PyDict_Type, &blame, &PyDict_Type, &site_ids,
-            &PyList_Type, &pending, &holder_name, &PyDict_Type, &redacted, &redacted_name,
-            &encode_acquire, &encode_release, &errors, &max_holders, &wait_min, &horizon))
+            args, kwds, "O!O!OO!O!O!OO!OOOOOO!OOndd", kwlist, &PyDict_Type, &pools,
+            &PyType_Type, &holder, &attribution, &PyDict_Type, &blame, &PyDict_Type,
+            &site_ids, &PyList_Type, &pending, &holder_name, &PyDict_Type, &redacted,
+            &redacted_name, &tags_id, &request_name, &encode_acquire, &encode_release,
+            &PyDict_Type, &escaped, &quoted, &errors, &max_holders, &wait_min, &horizon))
         return -1;
     if (horizon != 300.0) { /* compiled in: on_release's inline path */
         PyErr_SetString(PyExc_ValueError, "attribution.HORIZON changed: rebuild _accel");
@@ -1267,8 +1462,12 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
     KEEP(holder_name);
     KEEP(redacted);
     KEEP(redacted_name);
+    KEEP(tags_id);
+    KEEP(request_name);
     KEEP(encode_acquire);
     KEEP(encode_release);
+    KEEP(escaped);
+    KEEP(quoted);
     KEEP(errors);
 #undef KEEP
     self->max_holders = max_holders;
@@ -1429,6 +1628,7 @@ PyInit__accel(void)
     NAME(s_hold, "hold");
     NAME(s_fold, "fold");
     NAME(s_encode, "encode");
+    NAME(s_tags, "tags");
 #undef NAME
     if ((s_zero = PyFloat_FromDouble(0.0)) == NULL)
         return NULL;

@@ -55,7 +55,7 @@ def _clock() -> Any:
 def make_hot(recorder: Any, pool_name: str, depth: int) -> Any:
     """The C hot path of one pool handle (``acquired``, ``released``, ``acquired_here``),
     or None when it is not in use."""
-    if not ENABLED or _accel is None:
+    if not ENABLED or _accel is None or sites.capture is not sites.CAPTURE:
         return None
     return _accel.Hot(
         recorder=recorder,
@@ -80,7 +80,7 @@ def make_folder(model: Any, interner: Any) -> Any:
     if not FOLD or _accel is None:
         return None
     from poolscope import attribution, records
-    from poolscope.events import encode_acquire, encode_release
+    from poolscope import events
 
     from . import naming
 
@@ -96,8 +96,12 @@ def make_folder(model: Any, interner: Any) -> Any:
             holder_name=naming.holder_name,
             redacted=naming._redacted_names,
             redacted_name=naming.redacted_name,
-            encode_acquire=encode_acquire,
-            encode_release=encode_release,
+            tags_id=interner.tags_id,
+            request_name=naming.request_name,
+            encode_acquire=events.encode_acquire,
+            encode_release=events.encode_release,
+            escaped=events._escaped,
+            quoted=events._quoted,
             errors=errors,
             max_holders=records.MAX_HOLDERS,
             wait_min=attribution.WAIT_MIN,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from poolscope import events as _events
 from poolscope.events import Event, encode, encode_acquire, encode_release
 from poolscope.fold import PoolState
 
@@ -43,6 +44,10 @@ class Drain:
     def _folder(self) -> Any:
         """The C fold of the usual records, for the model as it is now (a sync may have
         replaced its pools or attribution), or None without the accelerator."""
+        if encode_acquire is not _events.encode_acquire or encode_release is not (
+            _events.encode_release
+        ):  # replaced here (a wrapper, an injected fault): the Python loop calls it
+            return None
         m = self.model
         a = m.attribution
         key = (m.pools, a, a._pools)

@@ -145,6 +145,12 @@ def capture(depth: int = 1, skip: int = 2) -> tuple[Any, ...]:
     return tuple(out)
 
 
+#: ``capture`` as defined here: the optional accelerator walks frames the same way in
+#: C, and only while ``capture`` is this one (a replaced one - a wrapper, an injected
+#: fault - is called by the pure-Python hot path instead).
+CAPTURE = capture
+
+
 def line_of(code: CodeType, lasti: int) -> int:
     """Source line of the instruction at byte offset ``lasti``."""
     for start, end, line in code.co_lines():
