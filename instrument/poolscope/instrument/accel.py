@@ -79,8 +79,7 @@ def make_folder(model: Any, interner: Any) -> Any:
     :class:`~poolscope.fold.PoolState`), or None when it is not in use."""
     if not FOLD or _accel is None:
         return None
-    from poolscope import attribution, records
-    from poolscope import events
+    from poolscope import attribution, events, records
 
     from . import naming
 
