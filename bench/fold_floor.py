@@ -51,7 +51,18 @@ def _cpu(fn: Any, *args: Any) -> float:
     return time.process_time() - c0
 
 
-def _real_drain() -> float:
+def _real_drain(c_fold: bool = True) -> float:
+    from poolscope.instrument import accel
+
+    was = accel.FOLD
+    accel.FOLD = was and c_fold  # the drain's folder is made at its first batch
+    try:
+        return _drain_once()
+    finally:
+        accel.FOLD = was
+
+
+def _drain_once() -> float:
     from bench.fold_cost import _fill
     from poolscope.instrument.recorder import PoolHandle
     from poolscope.instrument.runtime import Runtime
@@ -89,13 +100,17 @@ def _app_floor() -> float:
 
 
 def run(quick: bool) -> dict[str, Any]:
+    from poolscope.instrument import accel
+
     items = _records()
-    floor, real, app = [], [], []
+    floor, real, py, app = [], [], [], []
     for _ in range(3 if quick else ROUNDS):
         floor.append(_cpu(_floor, items) / N)
         real.append(_real_drain())
+        py.append(_real_drain(c_fold=False))
         app.append(_app_floor())
-    f, r, a = (statistics.median(x) * 1e9 for x in (floor, real, app))
+    f, r, p, a = (statistics.median(x) * 1e9 for x in (floor, real, py, app))
+    which = "the C fold (accelerator)" if accel.FOLD else "pure Python (no accelerator)"
     md = "\n".join(
         [
             f"CPU, median of {len(floor)} rounds (min to max), one thread:",
@@ -104,8 +119,11 @@ def run(quick: bool) -> dict[str, Any]:
             "|---|---|---|",
             f"| pure-Python fold floor (unpack, dict set/pop, list append) | {f:,.0f} ns "
             f"({min(floor) * 1e9:,.0f} to {max(floor) * 1e9:,.0f}) | {2 * f:,.0f} ns |",
-            f"| the real drain (`Runtime._drain`, leak-detection sites, untagged) | "
+            f"| the real drain (`Runtime._drain`, leak-detection sites, untagged), "
+            f"{which} | "
             f"{r:,.0f} ns ({min(real) * 1e9:,.0f} to {max(real) * 1e9:,.0f}) | {2 * r:,.0f} ns |",
+            f"| the real drain, its pure-Python fold (the reference) | "
+            f"{p:,.0f} ns ({min(py) * 1e9:,.0f} to {max(py) * 1e9:,.0f}) | {2 * p:,.0f} ns |",
             f"| app thread floor (two closure calls, clock reads, tuple appends) | - | "
             f"{a:,.0f} ns ({min(app) * 1e9:,.0f} to {max(app) * 1e9:,.0f}) |",
         ]
@@ -114,6 +132,7 @@ def run(quick: bool) -> dict[str, Any]:
         "title": "The floor of a pure-Python fold, beside the real one",
         "floor_ns_per_event": f,
         "drain_ns_per_event": r,
+        "drain_python_ns_per_event": p,
         "app_floor_ns_per_pair": a,
         "markdown": md,
         "notes": (

@@ -272,7 +272,13 @@ def _throughput(quick: bool) -> dict[str, Any]:
         "dropped": p["observer"]["dropped"],
         "achieved_rate": p["app"]["events"] / (p["app"]["t1"] - p["app"]["t0"]),
     }
-    return {"pairs": pairs, "rates": rates, "runs": runs, "paced": paced}
+    return {
+        "pairs": pairs,
+        "rates": rates,
+        "median_rate": statistics.median(rates),
+        "runs": runs,
+        "paced": paced,
+    }
 
 
 def _stalled(quick: bool) -> dict[str, Any]:

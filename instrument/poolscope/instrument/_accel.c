@@ -730,10 +730,10 @@ cache_flush(PoolCache *pc)
 static int
 cache_load(FolderObject *self, PoolCache *pc, PyObject *pool)
 {
-    if (pc->name != NULL && (pc->name == pool || PyUnicode_Compare(pc->name, pool) == 0))
-        return 1;
     if (!PyUnicode_CheckExact(pool))
         return 0;
+    if (pc->name != NULL && (pc->name == pool || PyUnicode_Compare(pc->name, pool) == 0))
+        return 1; /* both exact strings: the comparison cannot fail */
     if (cache_flush(pc) < 0)
         return -1;
     PyObject *p = PyDict_GetItemWithError(self->pools, pool);
