@@ -1,8 +1,8 @@
 """What the optional C accelerator buys: the same tree with it and without it
 (``POOLSCOPE_ACCEL=0``), in alternating pairs so both sides see the same load.
 
-One ``git worktree`` of HEAD with the extension built in place (``setup.py build_ext
---inplace``, as an install builds it), then per side and pair:
+One ``git worktree`` of HEAD with the extension built as an install builds it (pip, then
+put next to the sources), then per side and pair:
 
 * ``python -m bench --quick --only overhead_reference adapter_hotpath stream`` and the
   numbers those benchmarks state (as :mod:`bench.house_ab` reads them);
@@ -19,6 +19,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -127,6 +128,17 @@ def _side(tree: Path, accel: bool) -> dict[str, Any]:
     return out
 
 
+def _build_in_place(tree: Path, out: Path) -> None:
+    """The extension, built as an install builds it (pip, in build isolation), put next
+    to the worktree's sources: the worktree then runs it from PYTHONPATH."""
+    pip = [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out)]
+    subprocess.run([*pip, str(tree / "instrument")], check=True, capture_output=True)
+    (wheel,) = out.glob("poolscope_instrument-*.whl")
+    with zipfile.ZipFile(wheel) as zf:
+        (name,) = [n for n in zf.namelist() if n.startswith("poolscope/instrument/_accel.")]
+        (tree / "instrument" / name).write_bytes(zf.read(name))
+
+
 def run(quick: bool) -> dict[str, Any]:
     pairs = 2 if quick else 3
     runs: dict[str, list[dict[str, Any]]] = {"before": [], "after": []}
@@ -139,12 +151,7 @@ def run(quick: bool) -> dict[str, Any]:
             capture_output=True,
         )
         try:
-            subprocess.run(
-                [sys.executable, "setup.py", "-q", "build_ext", "--inplace"],
-                cwd=tree / "instrument",
-                check=True,
-                capture_output=True,
-            )
+            _build_in_place(tree, Path(tmp) / "wheel")
             for i in range(pairs):
                 order = [False, True] if i % 2 == 0 else [True, False]
                 for accel in order:
