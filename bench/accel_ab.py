@@ -162,7 +162,7 @@ def run(quick: bool) -> dict[str, Any]:
             )
     rows, table = compare(MEASURES, runs, digits=2)
     md = [
-        f"HEAD, one worktree with the extension built in place; {pairs} alternating pairs "
+        f"HEAD, one worktree with the extension built by pip; {pairs} alternating pairs "
         f"(order swapped each pair) of `python -m bench --quick --only {' '.join(BENCHES)}` "
         "plus the fold alone (module docstring), with `POOLSCOPE_ACCEL=0` (pure Python) "
         "and with the accelerator; medians with the range.",
