@@ -189,6 +189,12 @@ def _us(values: list[float]) -> str:
     )
 
 
+def _accel_in_use() -> bool:
+    from poolscope.instrument import accel
+
+    return accel.FOLD
+
+
 def run(quick: bool) -> dict[str, Any]:
     pairs, rounds_a = (20_000, 3) if quick else (50_000, 7)
     rates = [0, 4_000, 40_000]  # 0: an idle process (the tick alone)
@@ -237,11 +243,15 @@ def run(quick: bool) -> dict[str, Any]:
     except OSError:
         load = "?"
     notes = (
-        "Measurement only (no target of its own). Since issue 18's first round the drain "
-        "folds waits and holds into the histograms in bulk and one 10 Hz timer drives "
-        "it; the rest is still folded event by event (bench/perf_ab.py compares the "
-        "trees before and after in one run, which this machine's drift from run to run "
-        "requires). Each acquire+release pair is two events, so an ASGI request pays "
+        "Measurement only (no target of its own). Since issue 18 the drain folds waits "
+        "and holds into the histograms in bulk, one 10 Hz timer drives it, and where "
+        "the optional C accelerator was built (here: "
+        + ("yes" if _accel_in_use() else "no")
+        + ") the usual records are folded and formatted in C, the rest by the Python "
+        "loop (bench/accel_ab.py compares the two in one run; bench/perf_ab.py the trees "
+        "before and after the first round). Tagged records still call the Python "
+        "attribution per event (routes), which is why they cost more. Each "
+        "acquire+release pair is two events, so an ASGI request pays "
         "twice the per-event number on the background thread (bench/asgi_wrk.py). "
         f"Machine: 2 shared cores with other agents' work running (load average {load})."
     )
