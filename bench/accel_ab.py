@@ -14,7 +14,6 @@ put next to the sources), then per side and pair:
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -24,24 +23,12 @@ from pathlib import Path
 from typing import Any
 
 from bench.house_ab import compare
+from bench.perf_ab import REFERENCE_MEASURES, bench_side
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHES = ("overhead_reference", "adapter_hotpath", "stream")
 MEASURES = (
-    ("overhead_reference", "added_ns.api_leak_off", "reference pool, leak off, app thread", "ns"),
-    ("overhead_reference", "added_ns.api_leak_on", "reference pool, leak on, app thread", "ns"),
-    (
-        "overhead_reference",
-        "added_process_cpu_ns.api_leak_off",
-        "reference pool, leak off, whole process",
-        "ns",
-    ),
-    (
-        "overhead_reference",
-        "added_process_cpu_ns.api_leak_on",
-        "reference pool, leak on, whole process",
-        "ns",
-    ),
+    *REFERENCE_MEASURES,
     (
         "adapter_hotpath",
         "added_us.poolscope-leak-off.wall",
@@ -100,32 +87,18 @@ print(json.dumps({
 
 
 def _side(tree: Path, accel: bool) -> dict[str, Any]:
-    env = {
-        **os.environ,
-        "PYTHONPATH": f"{tree}:{tree / 'instrument'}",
-        "POOLSCOPE_ACCEL": "1" if accel else "0",
-    }
-    cmd = [sys.executable, "-m", "bench", "--quick", "--only", *BENCHES]
-    subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True, timeout=1800)
-    data: dict[str, Any] = json.loads((tree / "bench" / "results.json").read_text())
-    out = {name: data["benches"][name].get("result", {}) for name in BENCHES}
+    env = {"PYTHONPATH": f"{tree}:{tree / 'instrument'}", "POOLSCOPE_ACCEL": str(int(accel))}
     check = "from poolscope.instrument import accel; print(accel.ENABLED)"
     used = subprocess.run(
-        [sys.executable, "-c", check], cwd=tree, env=env, capture_output=True, text=True
-    )
-    if used.stdout.strip() != str(accel):  # a side that did not run as labelled
-        raise RuntimeError(f"accelerator {accel} side ran with ENABLED={used.stdout.strip()}")
-    micro = subprocess.run(
-        [sys.executable, "-c", _MICRO],
+        [sys.executable, "-c", check],
         cwd=tree,
-        env=env,
-        check=True,
+        env={**os.environ, **env},
         capture_output=True,
         text=True,
-        timeout=900,
     )
-    out["micro"] = json.loads(micro.stdout.strip().splitlines()[-1])
-    return out
+    if used.stdout.strip() != str(accel):  # a side that would not run as labelled
+        raise RuntimeError(f"accelerator {accel} side runs with ENABLED={used.stdout.strip()}")
+    return bench_side(tree, BENCHES, _MICRO, {"POOLSCOPE_ACCEL": env["POOLSCOPE_ACCEL"]})
 
 
 def _build_in_place(tree: Path, out: Path) -> None:

@@ -28,7 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 #: The last commit before the drain split, the model's holders and the single timer.
 BEFORE = os.environ.get("POOLSCOPE_AB_BEFORE", "b731c6f")
 BENCHES = ("overhead_reference", "overhead_sqlalchemy", "stream")
-MEASURES = (
+#: overhead_reference's four added costs (app thread and whole process, leak off/on).
+REFERENCE_MEASURES = (
     ("overhead_reference", "added_ns.api_leak_off", "reference pool, leak off, app thread", "ns"),
     ("overhead_reference", "added_ns.api_leak_on", "reference pool, leak on, app thread", "ns"),
     (
@@ -43,6 +44,9 @@ MEASURES = (
         "reference pool, leak on, whole process",
         "ns",
     ),
+)
+MEASURES = (
+    *REFERENCE_MEASURES,
     (
         "overhead_sqlalchemy",
         "sqlite.configs.poolscope-leak-off.cpu.added_us",
@@ -96,28 +100,34 @@ print(json.dumps(out))
 """
 
 
-def _side(tree: Path) -> dict[str, Any]:
-    env = {**os.environ, "PYTHONPATH": f"{tree}:{tree / 'instrument'}"}
-    cmd = [sys.executable, "-m", "bench", "--quick", "--only", *BENCHES]
+def bench_side(
+    tree: Path, benches: tuple[str, ...], micro: str, env: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """In ``tree``: ``python -m bench --quick --only BENCHES`` (their stated results, from
+    the tree's results.json) and the ``micro`` script's JSON line, under ``env``."""
+    env = {**os.environ, "PYTHONPATH": f"{tree}:{tree / 'instrument'}", **(env or {})}
+    cmd = [sys.executable, "-m", "bench", "--quick", "--only", *benches]
     subprocess.run(cmd, cwd=tree, env=env, check=True, capture_output=True, timeout=1800)
     data: dict[str, Any] = json.loads((tree / "bench" / "results.json").read_text())
-    out = {name: data["benches"][name].get("result", {}) for name in BENCHES}
-    micro = subprocess.run(
-        [sys.executable, "-c", _MICRO],
+    out = {name: data["benches"][name].get("result", {}) for name in benches}
+    done = subprocess.run(
+        [sys.executable, "-c", micro],
         cwd=tree,
         env=env,
         check=True,
         capture_output=True,
         text=True,
-        timeout=600,
+        timeout=900,
     )
-    out["micro"] = json.loads(micro.stdout.strip().splitlines()[-1])
+    out["micro"] = json.loads(done.stdout.strip().splitlines()[-1])
     return out
 
 
 def run(quick: bool) -> dict[str, Any]:
     pairs = 2 if quick else 3
-    runs = paired_runs(BEFORE, pairs, lambda label, tree: _side(tree), swap=True)
+    runs = paired_runs(
+        BEFORE, pairs, lambda label, tree: bench_side(tree, BENCHES, _MICRO), swap=True
+    )
     rows, table = compare(MEASURES, runs, digits=2)
     md = [
         f"Before: `{BEFORE}`; after: this tree's HEAD. {pairs} alternating pairs (order "

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from poolscope.instrument import accel, errors, tags
+from poolscope.instrument import accel, errors, sites, tags
 from poolscope.instrument.recorder import PoolHandle, Recorder
 
 pytestmark = pytest.mark.fast
@@ -127,7 +127,12 @@ def test_acquired_here_takes_the_same_site_and_task(
     rc, rp = _records(c), _records(py)
     assert rc == rp
     if depth:
-        assert all(r[5] and len(r[5]) == 2 * min(depth, len(r[5]) // 2) for r in rc)
+        # The acquire site is the application's line, above the pool's own frames.
+        app = _application.__code__
+        for r in rc:
+            assert sites._codes[r[5][0]] is app, r[5]
+            assert sites.line_of(app, r[5][1]) == app.co_firstlineno + 1
+            assert 2 <= len(r[5]) <= 2 * depth
     else:
         assert all(r[5] is None for r in rc)
     assert all(isinstance(r[6], asyncio.Task) for r in rc)  # the task, by either lookup

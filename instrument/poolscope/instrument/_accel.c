@@ -55,24 +55,22 @@ typedef struct {
     PyObject *tasks_by_loop; /* asyncio.tasks._current_tasks, or None */
 } HotObject;
 
+/* Hand the pending exception to errors.report (looked up on the module now, as the
+ * Python code does, so a replaced one is called); never let one escape. */
 static void
-report(HotObject *self, PyObject *where)
+report(PyObject *errors, PyObject *where)
 {
-    /* Hand the pending exception to errors.report; never let one escape. */
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
-    if (value == NULL) {
-        Py_XDECREF(type);
-        Py_XDECREF(tb);
-        return;
-    }
-    PyObject *fn = PyObject_GetAttr(self->errors, str_report);
-    if (fn != NULL) {
-        PyObject *args[2] = {where, value};
-        PyObject *res = PyObject_Vectorcall(fn, args, 2, NULL);
-        Py_XDECREF(res);
-        Py_DECREF(fn);
+    if (value != NULL) {
+        PyObject *fn = PyObject_GetAttr(errors, str_report);
+        if (fn != NULL) {
+            PyObject *args[2] = {where, value};
+            PyObject *res = PyObject_Vectorcall(fn, args, 2, NULL);
+            Py_XDECREF(res);
+            Py_DECREF(fn);
+        }
     }
     PyErr_Clear();
     Py_XDECREF(type);
@@ -223,7 +221,7 @@ Hot_acquired(HotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
                           new_ref(a[0]),        new_ref(a[1]),    new_ref(a[2]),
                           new_ref(a[3]),        current_tags(self)};
     if (push(self, items, 8) < 0)
-        report(self, str_where_recorder);
+        report(self->errors, str_where_recorder);
     Py_RETURN_NONE;
 }
 
@@ -240,7 +238,7 @@ Hot_released(HotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
     PyObject *items[5] = {new_ref(str_release), t, new_ref(self->pool_name), new_ref(a[0]),
                           new_ref(hold)};
     if (push(self, items, 5) < 0)
-        report(self, str_where_recorder);
+        report(self->errors, str_where_recorder);
     Py_RETURN_NONE;
 }
 
@@ -407,7 +405,7 @@ Hot_acquired_here(HotObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
         site = new_ref(Py_None); /* site_depth=0: none */
     }
     if (site == NULL) { /* the acquire is still recorded, without a site */
-        report(self, str_where_site);
+        report(self->errors, str_where_site);
         site = new_ref(Py_None);
     }
     PyObject *t = (a[2] != NULL && a[2] != Py_None) ? new_ref(a[2]) : now(self);
@@ -420,7 +418,7 @@ Hot_acquired_here(HotObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
                           holder_task(self, a[3]),
                           current_tags(self)};
     if (push(self, items, 8) < 0)
-        report(self, str_where_recorder);
+        report(self->errors, str_where_recorder);
     Py_RETURN_NONE;
 }
 
@@ -584,27 +582,6 @@ static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits
     *s_pending_holds, *s_holders, *s_held, *s_last_end, *s_disorder, *s_on_acquire,
     *s_on_release, *s_append, *s_popleft, *s_type, *s_t, *s_pool, *s_conn, *s_wait,
     *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_tags, *s_zero;
-
-static void
-folder_report(FolderObject *self, PyObject *where)
-{
-    PyObject *type, *value, *tb;
-    PyErr_Fetch(&type, &value, &tb);
-    PyErr_NormalizeException(&type, &value, &tb);
-    if (value != NULL) {
-        PyObject *fn = PyObject_GetAttr(self->errors, str_report);
-        if (fn != NULL) {
-            PyObject *args[2] = {where, value};
-            PyObject *res = PyObject_Vectorcall(fn, args, 2, NULL);
-            Py_XDECREF(res);
-            Py_DECREF(fn);
-        }
-    }
-    PyErr_Clear();
-    Py_XDECREF(type);
-    Py_XDECREF(value);
-    Py_XDECREF(tb);
-}
 
 /* A float attribute as a double; -1 (exception set) unless it is an exact float. */
 static int
@@ -1084,7 +1061,7 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
     Py_XDECREF(replaced);
     goto encode;
 report:
-    folder_report(self, s_fold);
+    report(self->errors, s_fold);
 encode:
     if (lines != Py_None) {
         PyObject *line = c_encode_acquire(self, t, pool, c, wait, site, task, tags);
@@ -1093,7 +1070,7 @@ encode:
             line = PyObject_Vectorcall(self->encode_acquire, args, 7, NULL);
         }
         if (line == NULL || PyList_Append(lines, line) < 0)
-            folder_report(self, s_encode);
+            report(self->errors, s_encode);
         Py_XDECREF(line);
     }
     if (events != Py_None) {
@@ -1104,7 +1081,7 @@ encode:
             PyDict_SetItem(ev, s_site, site) < 0 || PyDict_SetItem(ev, s_task, task) < 0 ||
             (tags != Py_None && PyDict_SetItem(ev, s_tags, tags) < 0) ||
             PyList_Append(events, ev) < 0)
-            folder_report(self, s_fold);
+            report(self->errors, s_fold);
         Py_XDECREF(ev);
     }
 done:
@@ -1263,7 +1240,7 @@ fold_release(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
         goto report;
     goto encode;
 report:
-    folder_report(self, s_fold);
+    report(self->errors, s_fold);
 encode:
     if (lines != Py_None) {
         PyObject *line = c_encode_release(self, t, pool, c, held);
@@ -1272,7 +1249,7 @@ encode:
             line = PyObject_Vectorcall(self->encode_release, args, 4, NULL);
         }
         if (line == NULL || PyList_Append(lines, line) < 0)
-            folder_report(self, s_encode);
+            report(self->errors, s_encode);
         Py_XDECREF(line);
     }
     if (events != Py_None) {
@@ -1281,7 +1258,7 @@ encode:
             PyDict_SetItem(ev, s_t, t) < 0 || PyDict_SetItem(ev, s_pool, pool) < 0 ||
             PyDict_SetItem(ev, s_conn, c) < 0 || PyDict_SetItem(ev, s_hold, held) < 0 ||
             PyList_Append(events, ev) < 0)
-            folder_report(self, s_fold);
+            report(self->errors, s_fold);
         Py_XDECREF(ev);
     }
 done:
@@ -1345,7 +1322,7 @@ Folder_run(FolderObject *self, PyObject *const *args, Py_ssize_t nargs)
         }
     }
     if (cache_flush(&pc) < 0) /* the counters of the last pool, into the model */
-        folder_report(self, s_fold);
+        report(self->errors, s_fold);
     return Py_BuildValue("(nndd)", i, n, t_first, t_last);
 }
 
@@ -1448,7 +1425,7 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
         }
         Py_DECREF(d);
     }
-    if (slotted && ((PyTypeObject *)holder)->tp_init != NULL) {
+    if (slotted) {
         for (int i = 0; i < HOLDER_FIELDS; i++)
             self->offsets[i] = offs[i];
     }
@@ -1506,12 +1483,6 @@ static PyTypeObject FolderType = {
     .tp_methods = Folder_methods,
     .tp_getset = Folder_getset,
 };
-
-static PyObject *
-accel_perf_counter(PyObject *module, PyObject *unused)
-{
-    return PyFloat_FromDouble(perf_counter());
-}
 
 /* bucket_counts(edges, values) -> {index: count} | None: histogram.add_many_trusted's
  * ``_count_elements(counts, map(partial(bisect_left, edges), values))`` in one C loop
@@ -1574,8 +1545,6 @@ accel_bucket_counts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
 static PyMethodDef module_methods[] = {
     {"bucket_counts", (PyCFunction)(void (*)(void))accel_bucket_counts, METH_FASTCALL,
      "bucket_counts(edges, values) -> {bisect_left index: count}, or None."},
-    {"perf_counter", accel_perf_counter, METH_NOARGS,
-     "CLOCK_MONOTONIC as float seconds: what the records carry when no clock is given."},
     {NULL, NULL, 0, NULL},
 };
 
