@@ -9,6 +9,7 @@ end with the same lines, events, model, holders and attribution state.
 from __future__ import annotations
 
 import random
+import threading
 import time
 from typing import Any
 
@@ -37,6 +38,13 @@ class _Task:
         return self.name
 
 
+_THREAD = object()
+
+
+def _holder(h: Any) -> Any:
+    return int(str(threading.get_ident())) if h is _THREAD else h
+
+
 def _batches(seed: int) -> list[list[Any]]:
     rnd = random.Random(seed)
     holders: list[Any] = [
@@ -47,6 +55,7 @@ def _batches(seed: int) -> list[list[Any]]:
         _Task("long-" * 400),  # a line longer than the C encoder's buffer
         None,
         1234,  # a thread ident no thread has
+        _THREAD,  # this thread, a fresh int per acquire as threading.get_ident() gives
     ]
     sites: list[Any] = [(i, 2 * i, i + 1, 40) for i in range(6)] + [(), None]
     labels = [tags.Labels((("route", "/a"),)), tags.Labels((("route", "/b"), ("x", "1")))]
@@ -74,7 +83,7 @@ def _batches(seed: int) -> list[list[Any]]:
                         conn,
                         wait,
                         rnd.choice(sites),
-                        rnd.choice(holders),
+                        _holder(rnd.choice(holders)),
                         rnd.choice(labels) if rnd.random() < 0.15 else None,
                     )
                 )
@@ -110,7 +119,15 @@ def _state(d: Drain) -> dict[str, Any]:
         for c, h in pm.holders.items()
     }
     blame = {
-        p: (list(pb.recent), pb.last_end, pb.disorder, pb.held, list(pb.cover), pb.last_wait)
+        p: (
+            list(pb.recent),
+            pb.last_end,
+            pb.disorder,
+            pb.held,
+            list(pb.cover),
+            pb.last_wait,
+            [(t, h.conn, h.since, h.site, h.tags) for t, h in pb.acquired],
+        )
         for p, pb in a._pools.items()
     }
     return {

@@ -576,12 +576,14 @@ typedef struct {
     PyObject *errors;
     Py_ssize_t max_holders;
     double wait_min;
+    double calm; /* attribution.CALM */
 } FolderObject;
 
 static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits,
     *s_pending_holds, *s_holders, *s_held, *s_last_end, *s_disorder, *s_on_acquire,
     *s_on_release, *s_append, *s_popleft, *s_type, *s_t, *s_pool, *s_conn, *s_wait,
-    *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_tags, *s_zero;
+    *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_tags, *s_zero, *s_last_wait,
+    *s_acquired, *s_calm;
 
 /* A float attribute as a double; -1 (exception set) unless it is an exact float. */
 static int
@@ -764,13 +766,95 @@ blame_of(FolderObject *self, PyObject *pool, PyObject **pb)
     return held != Py_None;
 }
 
+/* attribution._count: held[(site, tags)] += d, the key dropped when it reaches 0. */
+static int
+count_held(PyObject *held, PyObject *site, PyObject *tags, long d)
+{
+    if (!PyDict_CheckExact(held)) {
+        PyErr_SetString(PyExc_TypeError, "held: not a dict");
+        return -1;
+    }
+    PyObject *key = PyTuple_Pack(2, site, tags);
+    if (key == NULL)
+        return -1;
+    PyObject *cur = PyDict_GetItemWithError(held, key); /* borrowed */
+    long n = d;
+    if (cur != NULL) {
+        long was = PyLong_AsLong(cur);
+        if (was == -1 && PyErr_Occurred()) {
+            Py_DECREF(key);
+            return -1;
+        }
+        n += was;
+    } else if (PyErr_Occurred()) {
+        Py_DECREF(key);
+        return -1;
+    }
+    int rc;
+    if (n > 0) {
+        PyObject *v = PyLong_FromLong(n);
+        rc = v != NULL ? PyDict_SetItem(held, key, v) : -1;
+        Py_XDECREF(v);
+    } else {
+        rc = cur != NULL ? PyDict_DelItem(held, key) : 0;
+    }
+    Py_DECREF(key);
+    return rc;
+}
+
+/* Attribution.on_acquire's counting branch, for an untagged acquire that did not wait
+ * while the pool counts its holders by key (it had a wait in the last CALM seconds):
+ * the holder counted (the one it replaced uncounted) and kept among recent acquires;
+ * or, after CALM seconds without a wait, pb.calm(). */
+static int
+count_acquire(FolderObject *self, PyObject *pb, PyObject *t, double td, PyObject *h,
+              PyObject *replaced)
+{
+    double last_wait;
+    if (get_double(pb, s_last_wait, &last_wait) < 0)
+        return -1;
+    if (td - last_wait > self->calm) {
+        PyObject *r = PyObject_CallMethodNoArgs(pb, s_calm);
+        Py_XDECREF(r);
+        return r == NULL ? -1 : 0;
+    }
+    PyObject *held = PyObject_GetAttr(pb, s_held);
+    if (held == NULL)
+        return -1;
+    int rc = 0;
+    if (replaced != NULL) {
+        PyObject *site = holder_get(self, replaced, H_SITE);
+        PyObject *tags = site != NULL ? holder_get(self, replaced, H_TAGS) : NULL;
+        rc = tags != NULL ? count_held(held, site, tags, -1) : -1;
+    }
+    if (rc == 0) {
+        PyObject *site = holder_get(self, h, H_SITE);
+        PyObject *tags = site != NULL ? holder_get(self, h, H_TAGS) : NULL;
+        rc = tags != NULL ? count_held(held, site, tags, 1) : -1;
+    }
+    Py_DECREF(held);
+    if (rc < 0)
+        return -1;
+    PyObject *acquired = PyObject_GetAttr(pb, s_acquired);
+    if (acquired == NULL)
+        return -1;
+    PyObject *entry = PyTuple_Pack(2, t, h);
+    PyObject *r = entry != NULL ? PyObject_CallMethodOneArg(acquired, s_append, entry) : NULL;
+    Py_XDECREF(entry);
+    Py_DECREF(acquired);
+    Py_XDECREF(r);
+    return r == NULL ? -1 : 0;
+}
+
 /* The holder's name as the stream carries it: named once per batch (``names``, keyed
- * by id as in drain.py), redacted through naming's cache. New refs in *task, *ref. */
+ * as in drain.py: by id, a thread by its negated ident), redacted through naming's
+ * cache. New refs in *task, *ref. */
 static int
 name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject *labels,
             PyObject **task, PyObject **ref)
 {
-    PyObject *key = PyLong_FromVoidPtr(holder);
+    PyObject *key = PyLong_CheckExact(holder) ? PyNumber_Negative(holder)
+                                              : PyLong_FromVoidPtr(holder);
     if (key == NULL)
         return -1;
     PyObject *named = PyDict_GetItemWithError(names, key);
@@ -1047,7 +1131,12 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
         Py_XDECREF(replaced);
         goto report;
     }
-    if (counting || tags != Py_None || PyFloat_AS_DOUBLE(w) >= self->wait_min) {
+    if (counting && tags == Py_None && PyFloat_AS_DOUBLE(w) < self->wait_min) {
+        if (count_acquire(self, pb, t, td, h, replaced) < 0) {
+            Py_XDECREF(replaced);
+            goto report;
+        }
+    } else if (counting || tags != Py_None || PyFloat_AS_DOUBLE(w) >= self->wait_min) {
         PyObject *args[8] = {self->attribution, pool,   t, w, tags, holders, h,
                              replaced ? replaced : Py_None};
         PyObject *res = PyObject_VectorcallMethod(s_on_acquire, args,
@@ -1095,8 +1184,8 @@ done:
     return rc;
 }
 
-/* Attribution.on_release for a holder, inline when the pool counts no holders and the
- * holder has no labels: its ended hold is kept to charge later waits. */
+/* Attribution.on_release for a holder, inline when the holder has no labels: uncounted
+ * if the pool counts its holders, and its ended hold kept to charge later waits. */
 static int
 on_release(FolderObject *self, PyObject *pool, PyObject *h, PyObject *t, double td,
            PyObject *hold)
@@ -1108,12 +1197,22 @@ on_release(FolderObject *self, PyObject *pool, PyObject *h, PyObject *t, double 
     PyObject *tags = holder_get(self, h, H_TAGS);
     if (tags == NULL)
         return -1;
-    if (pb == NULL || counting || tags != Py_None) {
+    if (pb == NULL || tags != Py_None) {
         PyObject *args[5] = {self->attribution, pool, h, t, hold};
         PyObject *res = PyObject_VectorcallMethod(s_on_release, args,
                                                   5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
         Py_XDECREF(res);
         return res == NULL ? -1 : 0;
+    }
+    if (counting) {
+        PyObject *held = PyObject_GetAttr(pb, s_held);
+        if (held == NULL)
+            return -1;
+        PyObject *site = holder_get(self, h, H_SITE);
+        int rc = site != NULL ? count_held(held, site, tags, -1) : -1;
+        Py_DECREF(held);
+        if (rc < 0)
+            return -1;
     }
     double last_end;
     if (get_double(pb, s_last_end, &last_end) < 0)
@@ -1385,18 +1484,18 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
                              "pending", "holder_name", "redacted", "redacted_name", "tags_id",
                              "request_name", "encode_acquire", "encode_release", "escaped",
                              "quoted", "errors", "max_holders",
-                             "wait_min", "horizon", NULL};
+                             "wait_min", "horizon", "calm", NULL};
     PyObject *pools, *holder, *attribution, *blame, *site_ids, *pending, *holder_name,
         *redacted, *redacted_name, *tags_id, *request_name, *encode_acquire, *encode_release,
         *escaped, *quoted, *errors;
     Py_ssize_t max_holders;
-    double wait_min, horizon;
+    double wait_min, horizon, calm;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "O!O!OO!O!O!OO!OOOOOO!OOndd", kwlist, &PyDict_Type, &pools,
+            args, kwds, "O!O!OO!O!O!OO!OOOOOO!OOnddd", kwlist, &PyDict_Type, &pools,
             &PyType_Type, &holder, &attribution, &PyDict_Type, &blame, &PyDict_Type,
             &site_ids, &PyList_Type, &pending, &holder_name, &PyDict_Type, &redacted,
             &redacted_name, &tags_id, &request_name, &encode_acquire, &encode_release,
-            &PyDict_Type, &escaped, &quoted, &errors, &max_holders, &wait_min, &horizon))
+            &PyDict_Type, &escaped, &quoted, &errors, &max_holders, &wait_min, &horizon, &calm))
         return -1;
     if (horizon != 300.0) { /* compiled in: on_release's inline path */
         PyErr_SetString(PyExc_ValueError, "attribution.HORIZON changed: rebuild _accel");
@@ -1449,6 +1548,7 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
 #undef KEEP
     self->max_holders = max_holders;
     self->wait_min = wait_min;
+    self->calm = calm;
     return 0;
 }
 
@@ -1581,6 +1681,9 @@ PyInit__accel(void)
     NAME(s_pending_holds, "pending_holds");
     NAME(s_holders, "holders");
     NAME(s_held, "held");
+    NAME(s_last_wait, "last_wait");
+    NAME(s_acquired, "acquired");
+    NAME(s_calm, "calm");
     NAME(s_last_end, "last_end");
     NAME(s_disorder, "disorder");
     NAME(s_on_acquire, "on_acquire");

@@ -105,6 +105,7 @@ def make_folder(model: Any, interner: Any) -> Any:
             max_holders=records.MAX_HOLDERS,
             wait_min=attribution.WAIT_MIN,
             horizon=attribution.HORIZON,
+            calm=attribution.CALM,
         )
     except Exception as exc:  # a model this build does not know: the Python fold
         errors.report("accelerator", exc)

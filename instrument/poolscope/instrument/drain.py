@@ -166,10 +166,13 @@ class Drain:
                     # Before the holder's name: a request's labels may rename its task.
                     tid = tags_id(labels) if labels is not None else None
                     # A task or thread that acquires again in the batch is named once
-                    # (the batch holds it, so its id is not reused meanwhile).
-                    named = names.get(id(holder))
+                    # (the batch holds it, so its id is not reused meanwhile). A thread
+                    # is a fresh int per acquire: keyed by its ident, negated so it is
+                    # no object's id.
+                    key = -holder if type(holder) is int else id(holder)
+                    named = names.get(key)
                     if named is None:
-                        named = names[id(holder)] = holder_name(holder)
+                        named = names[key] = holder_name(holder)
                     task, ref = named
                     if tid is not None:  # a web request's holder is named after it
                         task = request_name(labels) or task
