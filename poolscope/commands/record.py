@@ -10,7 +10,7 @@ import sys
 import time
 
 from poolscope.cli import CommandError
-from poolscope.client import CONNECTED, DISCONNECTED, ConnectError, StreamClient
+from poolscope.client import CONNECTED, DISCONNECTED, LINES, ConnectError, StreamClient
 from poolscope.commands.common import endpoint_arg, positive_float
 from poolscope.endpoint import Endpoint
 from poolscope.follow import StreamFollower, check_reachable
@@ -30,7 +30,7 @@ async def record(endpoint: Endpoint, path: str, duration: float | None, token: s
         await check_reachable(endpoint, token)
     except ConnectError as exc:
         raise CommandError(f"cannot record: {exc}") from None
-    client = StreamClient(endpoint, token=token, raw=True)
+    client = StreamClient(endpoint, token=token, raw=True, batches=True)
     count = 0
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -53,6 +53,11 @@ async def record(endpoint: Endpoint, path: str, duration: float | None, token: s
     async def pump() -> None:
         nonlocal count, failure
         async for ev in client.events():
+            if ev["type"] == LINES:  # as they came: a replay decodes and checks them
+                out.write(ev["_lines"])
+                count += ev["count"]
+                out.flush()
+                continue
             if ev["type"] in (CONNECTED, DISCONNECTED):
                 stream.follow(ev, time.time())
                 if not stream.connected:

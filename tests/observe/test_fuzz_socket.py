@@ -22,7 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import poolscope.instrument as ps
-from poolscope.client import DISCONNECTED, FileFeed, StreamClient
+from poolscope.client import DISCONNECTED, LINES, FileFeed, StreamClient
 from poolscope.endpoint import Endpoint
 from poolscope.events import PROTOCOL_VERSION, encode
 from poolscope.instrument import runtime as runtime_module
@@ -133,8 +133,10 @@ async def fake_app(payload: bytes, *, linger: float = 0.0) -> AsyncIterator[Endp
         server.close()
 
 
-async def _read_all(ep: Endpoint) -> tuple[list[dict[str, Any]], StreamClient]:
-    client = StreamClient(ep, reconnect=False)
+async def _read_all(
+    ep: Endpoint, batches: bool = False
+) -> tuple[list[dict[str, Any]], StreamClient]:
+    client = StreamClient(ep, reconnect=False, raw=batches, batches=batches)
     out: list[dict[str, Any]] = []
     async with asyncio.timeout(10) if hasattr(asyncio, "timeout") else contextlib.nullcontext():
         async for ev in client.events():
@@ -152,18 +154,20 @@ async def test_client_survives_random_bytes(data: bytes) -> None:
     fold(evs)  # and whatever it yielded folds
 
 
-async def test_client_giant_line_is_one_clear_line_and_bounded() -> None:
+@pytest.mark.parametrize("batches", [False, True])
+async def test_client_giant_line_is_one_clear_line_and_bounded(batches: bool) -> None:
     rss0, _ = proc_usage()
     async with fake_app(_hello() + b'{"type":"x","t":1,"pad":"' + b"a" * (8 * MiB)) as ep:
-        evs, _ = await _read_all(ep)
+        evs, _ = await _read_all(ep, batches)
     assert evs[-1]["type"] == DISCONNECTED
     assert evs[-1]["error"] == "a line over 1 MiB; connection closed"
     assert proc_usage()[0] - rss0 < 48 * MiB
 
 
-async def test_client_truncated_stream_says_so() -> None:
+@pytest.mark.parametrize("batches", [False, True])
+async def test_client_truncated_stream_says_so(batches: bool) -> None:
     async with fake_app(_hello() + b'{"type":"state","t":1,"pool":"p","si') as ep:
-        evs, _ = await _read_all(ep)
+        evs, _ = await _read_all(ep, batches)
     assert [e["type"] for e in evs] == ["connected", "hello", DISCONNECTED]
     assert evs[-1]["error"] == "stream ended mid-line"
 
@@ -177,14 +181,62 @@ async def test_client_truncated_stream_says_so() -> None:
         (None, "hello without a valid protocol version; "),
     ],
 )
-async def test_client_refuses_a_protocol_it_does_not_speak(protocol: Any, message: str) -> None:
+@pytest.mark.parametrize("batches", [False, True])
+async def test_client_refuses_a_protocol_it_does_not_speak(
+    protocol: Any, message: str, batches: bool
+) -> None:
     later = encode({"type": "acquire", "t": 2.0, "pool": "p", "conn": "1", "wait": 0, "site": 1})
     async with fake_app(_hello(protocol) + later) as ep:
-        evs, client = await _read_all(ep)
+        evs, client = await _read_all(ep, batches)
     expected = message + f"this poolscope speaks {PROTOCOL_VERSION}"
     assert [e["type"] for e in evs] == ["connected", DISCONNECTED]  # nothing of it folded
     assert evs[-1]["error"] == expected and evs[-1]["incompatible"] is True
     assert client.stats.last_error == expected
+
+
+@SOCKET_FUZZ
+@given(
+    st.lists(st.binary(max_size=300).map(lambda b: b.replace(b"\n", b"")), max_size=40),
+    st.lists(st.integers(min_value=1, max_value=700), min_size=1, max_size=30),
+    st.binary(max_size=50).map(lambda b: b.replace(b"\n", b"")),
+)
+async def test_batches_carry_every_complete_line_as_it_came(
+    lines: list[bytes], cuts: list[int], tail: bytes
+) -> None:
+    """Batch mode (``poolscope record``): after the hello, the complete lines exactly as
+    sent, however the writes split them, counted; an unfinished tail is dropped and
+    said so."""
+    body = b"".join(line + b"\n" for line in lines)
+    payload = _hello() + body + tail
+    pieces, at = [], 0
+    for n in cuts * (len(payload) // max(sum(cuts), 1) + 1):
+        pieces.append(payload[at : at + n])
+        at += n
+        if at >= len(payload):
+            break
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0)
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        ep = Endpoint("127.0.0.1", int(server.sockets[0].getsockname()[1]))
+        evs, client = await _read_all(ep, batches=True)
+    finally:
+        server.close()
+    assert [e["type"] for e in evs[:2]] == ["connected", "hello"]
+    batches = [e for e in evs if e["type"] == LINES]
+    assert b"".join(e["_lines"] for e in batches) == body
+    assert sum(e["count"] for e in batches) == len(lines)
+    assert all(e["_lines"].endswith(b"\n") for e in batches)
+    assert evs[-1]["type"] == DISCONNECTED
+    assert evs[-1]["error"] == ("stream ended mid-line" if tail else "closed by the application")
+    assert client.stats.lines == len(lines) + 1
 
 
 async def test_record_exits_1_with_one_line_on_a_future_protocol(tmp_path: Path) -> None:
