@@ -94,6 +94,14 @@ def test_fallback_route_is_bounded(method: str, path: str, expected: str) -> Non
     assert tags.fallback_route(method, path) == expected
 
 
+def test_template_route_is_cached_and_bounded() -> None:
+    first = tags.template_route("GET", "/items/<int:id>")
+    assert first == "GET /items/{id}" and tags.template_route("GET", "/items/<int:id>") is first
+    for i in range(tags.MAX_TEMPLATES + 5):
+        tags.template_route("GET", f"/r{i}")
+    assert len(tags._templates) <= tags.MAX_TEMPLATES
+
+
 def test_template_route_writes_converters_as_braces() -> None:
     assert tags.template_route("GET", "/articles/<slug>") == "GET /articles/{slug}"
     assert tags.template_route("GET", "/fast/<int:n>") == "GET /fast/{n}"

@@ -338,3 +338,17 @@ def test_hostile_texts_take_linear_time(text: str) -> None:
     from many starting points (these inputs would take hours if one did)."""
     out = redact(text)
     assert len(out) <= len(text) + 3
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    st.text(alphabet=st.characters(blacklist_characters="=: \t"), max_size=80)
+    | st.from_regex(r"\ATask-[0-9]{1,9}\Z")
+)
+def test_text_without_a_separator_or_a_blank_has_no_name_to_mask(text: str) -> None:
+    """redact's shortcut (unique asyncio task names skip the regular expressions) is
+    exact: without "=", ":" and a blank, no name-and-value can match."""
+    from poolscope.instrument import redact as module
+
+    assert module._NAMED.search(text) is None
+    assert redact(text) == text

@@ -129,8 +129,14 @@ def redact(text: str) -> str:
     """``text`` with every password and secret value replaced by ``***``."""
     if not isinstance(text, str):
         text = str(text)
-    if "=" not in text and ":" not in text and "-" not in text:
-        return text  # no separator, no flag: nothing to mask
+    # No separator: only a flag followed by a blank can take a value. asyncio's
+    # "Task-8812", unique per request, ends here, not in the regular expressions.
+    if (
+        "=" not in text
+        and ":" not in text
+        and ("-" not in text or (" " not in text and "\t" not in text))
+    ):
+        return text
     if "://" in text and "@" in text:
         text = "\n".join(_mask_url_passwords(line) for line in text.split("\n"))
     out: list[str] = []

@@ -180,12 +180,24 @@ def fallback_route(method: str, path: str) -> str:
     return f"{method} /{head}{rest}"
 
 
+#: (method, template) -> route: a handful of routes, asked for on every request.
+_templates: dict[tuple[str, str], str] = {}
+MAX_TEMPLATES = 1024
+
+
 def template_route(method: str, template: str) -> str:
     """``METHOD /articles/{slug}`` from a framework's template (``<slug>`` too)."""
-    t = _CONVERTER.sub(r"{\1}", template or "/")
-    if not t.startswith("/"):
-        t = "/" + t
-    return f"{(method or '?')[:16]} {t[:MAX_VALUE]}"
+    key = (method, template)
+    out = _templates.get(key)
+    if out is None:
+        t = _CONVERTER.sub(r"{\1}", template or "/")
+        if not t.startswith("/"):
+            t = "/" + t
+        out = f"{(method or '?')[:16]} {t[:MAX_VALUE]}"
+        if len(_templates) >= MAX_TEMPLATES:
+            _templates.clear()
+        _templates[key] = out
+    return out
 
 
 class RequestLabels(Labels):
