@@ -37,6 +37,7 @@ test-fast: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider -m fast $(PYTEST_ARGS)
 
 bench: $(STAMP)
+	.ci/bench-deps
 	$(BIN)/python -m bench $(BENCH_ARGS)
 
 clean:
