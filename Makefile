@@ -30,7 +30,7 @@ typecheck: $(STAMP)
 	$(BIN)/mypy --strict
 
 test: lint typecheck
-	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=15 $(PYTEST_ARGS)
 
 # The quick subset for local runs: no PostgreSQL, servers or subprocesses.
 test-fast: $(STAMP)

@@ -51,18 +51,18 @@ def _cpu(fn: Any, *args: Any) -> float:
     return time.process_time() - c0
 
 
-def _real_drain(c_fold: bool = True) -> float:
+def _real_drain(c_fold: bool = True, contended: bool = False) -> float:
     from poolscope.instrument import accel
 
     was = accel.FOLD
     accel.FOLD = was and c_fold  # the drain's folder is made at its first batch
     try:
-        return _drain_once()
+        return _drain_once(contended)
     finally:
         accel.FOLD = was
 
 
-def _drain_once() -> float:
+def _drain_once(contended: bool = False) -> float:
     from bench.fold_cost import _fill
     from poolscope.instrument.recorder import PoolHandle
     from poolscope.instrument.runtime import Runtime
@@ -70,6 +70,11 @@ def _drain_once() -> float:
     rt = Runtime()
     h = PoolHandle(rt.recorder, "p", "reference", leak_threshold=30.0)
     rt.recorder.append({"type": "pool", "t": time.time(), **h.describe()})
+    if contended:
+        # One acquire that waited 10 ms: for the next minute the pool's holders are
+        # counted by site (wait attribution's bookkeeping while a pool has waits).
+        h.acquired("cx", 0.01, None, None)
+        h.released("cx")
     rt._drain()
     _fill(h, N // 2, False)
     n = len(rt.recorder.buffer)
@@ -103,13 +108,16 @@ def run(quick: bool) -> dict[str, Any]:
     from poolscope.instrument import accel
 
     items = _records()
-    floor, real, py, app = [], [], [], []
+    floor, real, py, app, busy, busy_py = [], [], [], [], [], []
     for _ in range(3 if quick else ROUNDS):
         floor.append(_cpu(_floor, items) / N)
         real.append(_real_drain())
         py.append(_real_drain(c_fold=False))
+        busy.append(_real_drain(contended=True))
+        busy_py.append(_real_drain(c_fold=False, contended=True))
         app.append(_app_floor())
     f, r, p, a = (statistics.median(x) * 1e9 for x in (floor, real, py, app))
+    b, bp = (statistics.median(x) * 1e9 for x in (busy, busy_py))
     which = "the C fold (accelerator)" if accel.FOLD else "pure Python (no accelerator)"
     md = "\n".join(
         [
@@ -124,6 +132,12 @@ def run(quick: bool) -> dict[str, Any]:
             f"{r:,.0f} ns ({min(real) * 1e9:,.0f} to {max(real) * 1e9:,.0f}) | {2 * r:,.0f} ns |",
             f"| the real drain, its pure-Python fold (the reference) | "
             f"{p:,.0f} ns ({min(py) * 1e9:,.0f} to {max(py) * 1e9:,.0f}) | {2 * p:,.0f} ns |",
+            f"| the real drain after a wait (holders counted by site for a minute), "
+            f"{which} | "
+            f"{b:,.0f} ns ({min(busy) * 1e9:,.0f} to {max(busy) * 1e9:,.0f}) | {2 * b:,.0f} ns |",
+            f"| the same, its pure-Python fold | "
+            f"{bp:,.0f} ns ({min(busy_py) * 1e9:,.0f} to {max(busy_py) * 1e9:,.0f}) "
+            f"| {2 * bp:,.0f} ns |",
             f"| app thread floor (two closure calls, clock reads, tuple appends) | - | "
             f"{a:,.0f} ns ({min(app) * 1e9:,.0f} to {max(app) * 1e9:,.0f}) |",
         ]
@@ -133,6 +147,8 @@ def run(quick: bool) -> dict[str, Any]:
         "floor_ns_per_event": f,
         "drain_ns_per_event": r,
         "drain_python_ns_per_event": p,
+        "drain_after_wait_ns_per_event": b,
+        "drain_after_wait_python_ns_per_event": bp,
         "app_floor_ns_per_pair": a,
         "markdown": md,
         "notes": (
@@ -140,6 +156,10 @@ def run(quick: bool) -> dict[str, Any]:
             "detection off) has to hold the app thread's part and the fold's two events. "
             "The app-thread floor and twice the fold floor together are what pure Python "
             "pays before any real work; the real drain's ratio to the floor says how much "
-            "folding in bulk could still take out. Run: `python -m bench --only fold_floor`."
+            "folding in bulk could still take out. After a wait the C fold keeps wait "
+            "attribution's per-site holder counts itself (until session 5 it called the "
+            "Python attribution for every event for a minute after any 1 ms wait, which "
+            "made a contended pool's fold cost the pure-Python one). "
+            "Run: `python -m bench --only fold_floor`."
         ),
     }
