@@ -159,7 +159,9 @@ def run(quick: bool) -> dict[str, Any]:
             "folding in bulk could still take out. After a wait the C fold keeps wait "
             "attribution's per-site holder counts itself (until session 5 it called the "
             "Python attribution for every event for a minute after any 1 ms wait, which "
-            "made a contended pool's fold cost the pure-Python one). "
+            "made a contended pool's fold cost the pure-Python one; the session-4 tree, built "
+            "in a worktree and run against this one on the same machine, quick runs: "
+            "1,442 ns per event after a wait, against 788 ns here). "
             "Run: `python -m bench --only fold_floor`."
         ),
     }
