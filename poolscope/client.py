@@ -27,6 +27,9 @@ DISCONNECTED = "disconnected"
 LINES = "lines"
 #: Most bytes read from the socket at once in batch mode.
 BATCH_BYTES = 1 << 16
+#: Why a connection's reading stopped, whichever way it was read.
+LINE_TOO_LONG = "a line over 1 MiB; connection closed"
+MID_LINE = "stream ended mid-line"
 
 
 class ConnectError(ConnectionError):
@@ -67,6 +70,17 @@ async def open_stream(
     return reader, writer
 
 
+def complete_lines(rest: bytes, data: bytes) -> tuple[bytes, bytes]:
+    """(the complete lines of ``rest + data``, what follows the last of them). A line
+    over MAX_LINE_BYTES leaves a longer remainder, whether it ended here or not."""
+    cut = data.rfind(b"\n") + 1
+    if cut == 0:
+        return b"", rest + data
+    if rest and len(rest) + data.find(b"\n") >= MAX_LINE_BYTES:
+        return b"", rest + data  # its first line was too long
+    return (rest + data[:cut] if rest else data[:cut]), data[cut:]
+
+
 @dataclass
 class StreamStats:
     lines: int = 0
@@ -100,7 +114,6 @@ class StreamClient:
     batches: bool = False
     stats: StreamStats = field(default_factory=StreamStats)
     _writer: asyncio.StreamWriter | None = None
-    _batch_error: str = ""
 
     async def events(self) -> AsyncIterator[Event]:
         attempt = 0
@@ -127,22 +140,33 @@ class StreamClient:
             error = "closed by the application"
             incompatible = False
             hello = False
+            rest = b""  # batch mode: an unfinished line
             try:
                 while True:
                     if hello and self.batches:
-                        async for batch in self._batches(reader):
-                            yield batch
-                        error = self._batch_error
-                        break
+                        data = await reader.read(BATCH_BYTES)
+                        if not data:
+                            if rest:
+                                error = MID_LINE
+                            break
+                        chunk, rest = complete_lines(rest, data)
+                        if len(rest) > MAX_LINE_BYTES:
+                            error = LINE_TOO_LONG
+                            break
+                        if chunk:
+                            n = chunk.count(b"\n")
+                            self.stats.lines += n
+                            yield {"type": LINES, "t": time.time(), "_lines": chunk, "count": n}
+                        continue
                     try:
                         line = await reader.readline()
                     except (ValueError, asyncio.LimitOverrunError):
-                        error = "a line over 1 MiB; connection closed"
+                        error = LINE_TOO_LONG
                         break
                     if not line:
                         break
                     if not line.endswith(b"\n"):
-                        error = "stream ended mid-line"
+                        error = MID_LINE
                         break
                     self.stats.lines += 1
                     try:
@@ -177,32 +201,6 @@ class StreamClient:
                 return
             attempt += 1
             await asyncio.sleep(self._backoff(attempt))
-
-    async def _batches(self, reader: asyncio.StreamReader) -> AsyncIterator[Event]:
-        """The rest of a connection as ``lines`` events; why it ended in _batch_error."""
-        self._batch_error = "closed by the application"
-        rest = b""
-        while True:
-            data = await reader.read(BATCH_BYTES)
-            if not data:
-                if rest:
-                    self._batch_error = "stream ended mid-line"
-                return
-            cut = data.rfind(b"\n") + 1
-            if cut == 0:  # no line ends here yet
-                rest += data
-                if len(rest) > MAX_LINE_BYTES:
-                    self._batch_error = "a line over 1 MiB; connection closed"
-                    return
-                continue
-            if rest and len(rest) + data.find(b"\n") >= MAX_LINE_BYTES:
-                self._batch_error = "a line over 1 MiB; connection closed"
-                return
-            chunk = rest + data[:cut] if rest else data[:cut]
-            rest = data[cut:]
-            n = chunk.count(b"\n")
-            self.stats.lines += n
-            yield {"type": LINES, "t": time.time(), "_lines": chunk, "count": n}
 
     def _backoff(self, attempt: int) -> float:
         base = min(self.backoff_cap, self.backoff_base * (2 ** min(attempt - 1, 10)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import json
 import os
 import socket
@@ -115,13 +116,17 @@ def test_server_counts_bad_lines_and_keeps_the_observer(
 
 
 @contextlib.asynccontextmanager
-async def fake_app(payload: bytes, *, linger: float = 0.0) -> AsyncIterator[Endpoint]:
-    """A server that sends ``payload`` to whoever connects, then closes."""
+async def fake_app(payload: bytes | list[bytes], *, linger: float = 0.0) -> AsyncIterator[Endpoint]:
+    """A server that sends ``payload`` to whoever connects, then closes; a list is sent
+    a piece per write, each drained before the next."""
+    pieces = [payload] if isinstance(payload, bytes) else payload
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
-            writer.write(payload)
-            await writer.drain()
+            for piece in pieces:
+                writer.write(piece)
+                await writer.drain()
+                await asyncio.sleep(0)
             if linger:
                 await asyncio.sleep(linger)
         writer.close()
@@ -209,26 +214,13 @@ async def test_batches_carry_every_complete_line_as_it_came(
     body = b"".join(line + b"\n" for line in lines)
     payload = _hello() + body + tail
     pieces, at = [], 0
-    for n in cuts * (len(payload) // max(sum(cuts), 1) + 1):
-        pieces.append(payload[at : at + n])
-        at += n
+    for n in itertools.cycle(cuts):
         if at >= len(payload):
             break
-
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            for piece in pieces:
-                writer.write(piece)
-                await writer.drain()
-                await asyncio.sleep(0)
-        writer.close()
-
-    server = await asyncio.start_server(handle, "127.0.0.1", 0)
-    try:
-        ep = Endpoint("127.0.0.1", int(server.sockets[0].getsockname()[1]))
+        pieces.append(payload[at : at + n])
+        at += n
+    async with fake_app(pieces) as ep:
         evs, client = await _read_all(ep, batches=True)
-    finally:
-        server.close()
     assert [e["type"] for e in evs[:2]] == ["connected", "hello"]
     batches = [e for e in evs if e["type"] == LINES]
     assert b"".join(e["_lines"] for e in batches) == body

@@ -802,6 +802,15 @@ count_held(PyObject *held, PyObject *site, PyObject *tags, long d)
     return rc;
 }
 
+/* count_held for a holder's own key (its site and labels). */
+static int
+count_holder(FolderObject *self, PyObject *held, PyObject *h, long d)
+{
+    PyObject *site = holder_get(self, h, H_SITE);
+    PyObject *tags = site != NULL ? holder_get(self, h, H_TAGS) : NULL;
+    return tags != NULL ? count_held(held, site, tags, d) : -1;
+}
+
 /* Attribution.on_acquire's counting branch, for an untagged acquire that did not wait
  * while the pool counts its holders by key (it had a wait in the last CALM seconds):
  * the holder counted (the one it replaced uncounted) and kept among recent acquires;
@@ -821,17 +830,9 @@ count_acquire(FolderObject *self, PyObject *pb, PyObject *t, double td, PyObject
     PyObject *held = PyObject_GetAttr(pb, s_held);
     if (held == NULL)
         return -1;
-    int rc = 0;
-    if (replaced != NULL) {
-        PyObject *site = holder_get(self, replaced, H_SITE);
-        PyObject *tags = site != NULL ? holder_get(self, replaced, H_TAGS) : NULL;
-        rc = tags != NULL ? count_held(held, site, tags, -1) : -1;
-    }
-    if (rc == 0) {
-        PyObject *site = holder_get(self, h, H_SITE);
-        PyObject *tags = site != NULL ? holder_get(self, h, H_TAGS) : NULL;
-        rc = tags != NULL ? count_held(held, site, tags, 1) : -1;
-    }
+    int rc = replaced != NULL ? count_holder(self, held, replaced, -1) : 0;
+    if (rc == 0)
+        rc = count_holder(self, held, h, 1);
     Py_DECREF(held);
     if (rc < 0)
         return -1;
@@ -1208,8 +1209,7 @@ on_release(FolderObject *self, PyObject *pool, PyObject *h, PyObject *t, double 
         PyObject *held = PyObject_GetAttr(pb, s_held);
         if (held == NULL)
             return -1;
-        PyObject *site = holder_get(self, h, H_SITE);
-        int rc = site != NULL ? count_held(held, site, tags, -1) : -1;
+        int rc = count_holder(self, held, h, -1);
         Py_DECREF(held);
         if (rc < 0)
             return -1;
