@@ -309,10 +309,11 @@ class Workload:
     def __init__(self, flavour: Flavour) -> None:
         self.flavour = flavour
         self.failures = 0
+        self.stopping = False
         self.task = asyncio.get_running_loop().create_task(self.run())
 
     async def run(self) -> None:
-        while True:
+        while not self.stopping:
             try:
                 await asyncio.wait_for(self.flavour.query(), 5)
             except asyncio.CancelledError:
@@ -322,7 +323,12 @@ class Workload:
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        self.task.cancel()
+        # Python 3.11's wait_for can swallow a cancel that lands as the query finishes
+        # (CPython gh-86296): the flag ends the loop then, and the cancel is repeated.
+        self.stopping = True
+        while not self.task.done():
+            self.task.cancel()
+            await asyncio.wait({self.task}, timeout=1.0)
         with contextlib.suppress(asyncio.CancelledError):
             await self.task
 
