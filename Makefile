@@ -12,7 +12,7 @@ $(BIN)/python:
 
 # The in-app side (instrument/, its own distribution) first, editable; then the observer,
 # told to take that one rather than a copy (see setup.py).
-$(STAMP): $(BIN)/python pyproject.toml setup.py instrument/pyproject.toml instrument/setup.py instrument/poolscope/instrument/_accel.c
+$(STAMP): $(BIN)/python pyproject.toml setup.py instrument/pyproject.toml instrument/setup.py instrument/poolscope/instrument/_accel.c instrument/poolscope/instrument/_shortest.h
 	$(BIN)/python -m pip install -q -e ./instrument
 	POOLSCOPE_INSTRUMENT_REQ=poolscope-instrument $(BIN)/python -m pip install -q -e '.[dev,bench]'
 	touch $(STAMP)

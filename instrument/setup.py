@@ -17,6 +17,7 @@ if platform.python_implementation() == "CPython" and os.environ.get("POOLSCOPE_B
         Extension(
             "poolscope.instrument._accel",
             ["poolscope/instrument/_accel.c"],
+            depends=["poolscope/instrument/_shortest.h"],
             optional=True,
         )
     )

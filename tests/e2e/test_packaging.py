@@ -199,4 +199,9 @@ def test_in_app_sdist_carries_the_accelerator_source(clone: Path, tmp_path: Path
     _run(sys.executable, "-m", "build", "-q", "--sdist", "-o", tmp_path, clone / "instrument")
     with tarfile.open(_one(tmp_path, "poolscope_instrument-*.tar.gz")) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    assert {"setup.py", "poolscope/instrument/_accel.c", "poolscope/instrument/accel.py"} <= names
+    assert {
+        "setup.py",
+        "poolscope/instrument/_accel.c",
+        "poolscope/instrument/_shortest.h",
+        "poolscope/instrument/accel.py",
+    } <= names

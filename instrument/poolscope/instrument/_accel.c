@@ -18,6 +18,8 @@
 #include <string.h>
 #include <time.h>
 
+#include "_shortest.h"
+
 static PyObject *str_acquire;  /* "acquire", interned */
 static PyObject *str_release;  /* "release", interned */
 static PyObject *str_dropped;  /* "dropped" */
@@ -907,7 +909,8 @@ name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject *lab
 }
 
 /* -- the two hot lines, as events.encode_acquire / encode_release make them ----------
- * Byte for byte the same: floats by repr (PyOS_double_to_string 'r', as float.__repr__),
+ * Byte for byte the same: floats by repr (_shortest.h, else PyOS_double_to_string 'r', as
+ * float.__repr__),
  * ints in decimal, strings JSON-escaped through events._escaped (the Python cache;
  * events._quoted fills it). NULL with no exception when the values are not the usual
  * ones (a non-finite float, a long line, ...): the caller calls the Python function. */
@@ -936,6 +939,12 @@ line_float(Line *ln, PyObject *v)
 {
     if (!PyFloat_CheckExact(v) || !isfinite(PyFloat_AS_DOUBLE(v)))
         return 0;
+    char fast[40];
+    int len = shortest_repr(PyFloat_AS_DOUBLE(v), fast);
+    if (len >= 0) {
+        line_put(ln, fast, len);
+        return 1;
+    }
     char *r = PyOS_double_to_string(PyFloat_AS_DOUBLE(v), 'r', 0, Py_DTSF_ADD_DOT_0, NULL);
     if (r == NULL)
         return -1;
@@ -1642,7 +1651,26 @@ accel_bucket_counts(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     return out;
 }
 
+/* shortest_repr(x) -> repr(x), or None where Grisu3 leaves it to CPython's dtoa: for
+ * the test that compares the two. */
+static PyObject *
+accel_shortest_repr(PyObject *module, PyObject *arg)
+{
+    double d = PyFloat_AsDouble(arg);
+    if (d == -1.0 && PyErr_Occurred())
+        return NULL;
+    if (!isfinite(d))
+        Py_RETURN_NONE;
+    char out[40];
+    int len = shortest_repr(d, out);
+    if (len < 0)
+        Py_RETURN_NONE;
+    return PyUnicode_FromStringAndSize(out, len);
+}
+
 static PyMethodDef module_methods[] = {
+    {"shortest_repr", (PyCFunction)accel_shortest_repr, METH_O,
+     "shortest_repr(x) -> repr(x) by Grisu3, or None where it falls back to dtoa."},
     {"bucket_counts", (PyCFunction)(void (*)(void))accel_bucket_counts, METH_FASTCALL,
      "bucket_counts(edges, values) -> {bisect_left index: count}, or None."},
     {NULL, NULL, 0, NULL},
