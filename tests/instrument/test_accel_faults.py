@@ -79,6 +79,15 @@ if mode == "redacted-cache-wrong":
     for name in ("Task-1", "worker", "MainThread", "thread-1234"):
         naming._redacted_names[name] = 99  # a cached name of the wrong type
 
+class _Stats:  # a route's stats whose hold histogram fails (on_release's last step)
+
+    acquires = waits = 0
+    waited = 0.0
+
+    class hold:
+        add_trusted = staticmethod(boom)
+
+
 folded = 0
 for seed in range(12):
     d = Drain(PoolState(bulk=True))
@@ -98,6 +107,12 @@ for seed in range(12):
         a = d.model.attribution
         if mode == "attribution-on_acquire":
             a.on_acquire = boom
+        elif mode == "attribution-charge":  # a pool's first wait, a new second: Python's
+            a.charge = boom
+        elif mode == "attribution-route":  # a new route: made by the method
+            a._route = boom
+        elif mode == "attribution-route-hold":
+            a._route = lambda pool, tags: _Stats()
         else:
             a.on_release = boom
     rnd = random.Random(seed)
@@ -129,6 +144,9 @@ MODES = [
     "tags_id-raises",
     "attribution-on_acquire",
     "attribution-on_release",
+    "attribution-charge",
+    "attribution-route",
+    "attribution-route-hold",
     "report-raises",
 ]
 

@@ -579,13 +579,17 @@ typedef struct {
     Py_ssize_t max_holders;
     double wait_min;
     double calm; /* attribution.CALM */
+    Py_ssize_t cover_kept;  /* attribution.COVER_KEPT */
+    Py_ssize_t recent_scan; /* attribution.MAX_RECENT_SCAN */
 } FolderObject;
 
 static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits,
     *s_pending_holds, *s_holders, *s_held, *s_last_end, *s_disorder, *s_on_acquire,
     *s_on_release, *s_append, *s_popleft, *s_type, *s_t, *s_pool, *s_conn, *s_wait,
     *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_tags, *s_zero, *s_last_wait,
-    *s_acquired, *s_calm;
+    *s_acquired, *s_calm, *s_labels, *s_routes, *s_route, *s_route_method, *s_waits,
+    *s_waited, *s_add_trusted, *s_cover, *s_pending, *s_pending_sec, *s_pending_wait,
+    *s_charge, *s_empty, *s_one;
 
 /* A float attribute as a double; -1 (exception set) unless it is an exact float. */
 static int
@@ -847,6 +851,477 @@ count_acquire(FolderObject *self, PyObject *pb, PyObject *t, double td, PyObject
     Py_DECREF(acquired);
     Py_XDECREF(r);
     return r == NULL ? -1 : 0;
+}
+
+/* -- wait attribution for labelled holders and waits, as attribution.py does it -------
+ * Attribution.on_acquire's route stats and its charge(), on_release's route hold: in
+ * C for the common case, in the same order of dict updates (the booked charges keep
+ * their insertion order), the Python methods for the rare one (a pool's first wait in
+ * a while, a new second, a wait before the latest interval, a new route). */
+
+/* obj.name += delta, with Python's own addition. */
+static int
+attr_add(PyObject *obj, PyObject *name, PyObject *delta)
+{
+    PyObject *v = PyObject_GetAttr(obj, name);
+    if (v == NULL)
+        return -1;
+    PyObject *nv = PyNumber_InPlaceAdd(v, delta);
+    Py_DECREF(v);
+    if (nv == NULL)
+        return -1;
+    int rc = PyObject_SetAttr(obj, name, nv);
+    Py_DECREF(nv);
+    return rc;
+}
+
+/* acc[key] = acc.get(key, 0.0) + d (or - d). */
+static int
+acc_add(PyObject *acc, PyObject *key, double d, int subtract)
+{
+    PyObject *cur = PyDict_GetItemWithError(acc, key); /* borrowed */
+    PyObject *nv;
+    if (cur == NULL) {
+        if (PyErr_Occurred())
+            return -1;
+        nv = PyFloat_FromDouble(subtract ? 0.0 - d : 0.0 + d);
+    } else if (PyFloat_CheckExact(cur)) {
+        double c = PyFloat_AS_DOUBLE(cur);
+        nv = PyFloat_FromDouble(subtract ? c - d : c + d);
+    } else {
+        PyObject *dv = PyFloat_FromDouble(d);
+        if (dv == NULL)
+            return -1;
+        nv = subtract ? PyNumber_Subtract(cur, dv) : PyNumber_Add(cur, dv);
+        Py_DECREF(dv);
+    }
+    if (nv == NULL)
+        return -1;
+    int rc = PyDict_SetItem(acc, key, nv);
+    Py_DECREF(nv);
+    return rc;
+}
+
+/* One charge's sums per (site, labels) key, kept here while its loops run and written
+ * to pb.pending once at the end: the same additions in the same order (each key's
+ * value starts from pending's and takes every update in turn), and new keys enter
+ * pending in the order first met, as the Python loop's acc[key] = get(key, 0.0) + d
+ * does - without a tuple, a float and two dict operations per update. */
+#define CHARGE_KEYS 16
+
+typedef struct {
+    PyObject *acc; /* pb.pending (borrowed) */
+    int direct;    /* too many keys, or a value not a float: acc_add from then on */
+    int n;
+    struct {
+        PyObject *site, *tags; /* borrowed: the holders and entries they come from
+                                  outlive the charge */
+        double v;
+    } keys[CHARGE_KEYS];
+} ChargeSums;
+
+/* Write the sums kept so far into acc, in order; then go on directly. */
+static int
+sums_flush(ChargeSums *cs)
+{
+    cs->direct = 1;
+    for (int i = 0; i < cs->n; i++) {
+        PyObject *key = PyTuple_Pack(2, cs->keys[i].site, cs->keys[i].tags);
+        PyObject *v = key != NULL ? PyFloat_FromDouble(cs->keys[i].v) : NULL;
+        int rc = v != NULL ? PyDict_SetItem(cs->acc, key, v) : -1;
+        Py_XDECREF(key);
+        Py_XDECREF(v);
+        if (rc < 0)
+            return -1;
+    }
+    cs->n = 0;
+    return 0;
+}
+
+static int
+same_key_part(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (a == Py_None || b == Py_None)
+        return 0;
+    return PyObject_RichCompareBool(a, b, Py_EQ);
+}
+
+/* acc[(site, tags)] = acc.get((site, tags), 0.0) + d (or - d). */
+static int
+sums_add(ChargeSums *cs, PyObject *site, PyObject *tags, double d, int subtract)
+{
+    if (!cs->direct) {
+        for (int i = 0; i < cs->n; i++) {
+            int same = same_key_part(cs->keys[i].site, site);
+            if (same > 0)
+                same = same_key_part(cs->keys[i].tags, tags);
+            if (same < 0)
+                return -1;
+            if (same) {
+                cs->keys[i].v = subtract ? cs->keys[i].v - d : cs->keys[i].v + d;
+                return 0;
+            }
+        }
+        if (cs->n < CHARGE_KEYS) { /* a key new to this charge: from pending's value */
+            PyObject *key = PyTuple_Pack(2, site, tags);
+            if (key == NULL)
+                return -1;
+            PyObject *cur = PyDict_GetItemWithError(cs->acc, key); /* borrowed */
+            Py_DECREF(key);
+            if (cur == NULL && PyErr_Occurred())
+                return -1;
+            if (cur == NULL || PyFloat_CheckExact(cur)) {
+                double c = cur != NULL ? PyFloat_AS_DOUBLE(cur) : 0.0;
+                int i = cs->n++;
+                cs->keys[i].site = site;
+                cs->keys[i].tags = tags;
+                cs->keys[i].v = subtract ? c - d : c + d;
+                return 0;
+            }
+        }
+        if (sums_flush(cs) < 0)
+            return -1;
+    }
+    PyObject *key = PyTuple_Pack(2, site, tags);
+    if (key == NULL)
+        return -1;
+    int rc = acc_add(cs->acc, key, d, subtract);
+    Py_DECREF(key);
+    return rc;
+}
+
+/* Attribution._route(pool, tags): its RouteStats (new ref), or NULL - with an exception
+ * on error, without one when over MAX_ROUTES. A new route is made by the method. */
+static PyObject *
+c_route(FolderObject *self, PyObject *pool, PyObject *tags)
+{
+    PyObject *labels = PyObject_GetAttr(self->attribution, s_labels);
+    if (labels == NULL)
+        return NULL;
+    PyObject *r = NULL, *key = NULL, *routes = NULL;
+    int general = !PyDict_CheckExact(labels);
+    PyObject *route = s_empty;
+    if (!general) {
+        PyObject *lab = PyDict_GetItemWithError(labels, tags); /* borrowed */
+        if (lab == NULL && PyErr_Occurred())
+            goto done;
+        if (lab != NULL) {
+            if (!PyDict_CheckExact(lab)) {
+                general = 1;
+            } else {
+                PyObject *v = PyDict_GetItemWithError(lab, s_route);
+                if (v == NULL && PyErr_Occurred())
+                    goto done;
+                if (v != NULL)
+                    route = v;
+            }
+        }
+    }
+    if (!general) {
+        routes = PyObject_GetAttr(self->attribution, s_routes);
+        if (routes == NULL)
+            goto done;
+        if (PyDict_CheckExact(routes)) {
+            key = PyTuple_Pack(2, pool, route);
+            if (key == NULL)
+                goto done;
+            r = PyDict_GetItemWithError(routes, key);
+            if (r == NULL && PyErr_Occurred())
+                goto done;
+            Py_XINCREF(r);
+        }
+    }
+    if (r == NULL) { /* new (or not the usual types): the method decides */
+        r = PyObject_CallMethodObjArgs(self->attribution, s_route_method, pool, tags, NULL);
+        if (r == Py_None) {
+            Py_DECREF(r);
+            r = NULL;
+        }
+    }
+done:
+    Py_DECREF(labels);
+    Py_XDECREF(routes);
+    Py_XDECREF(key);
+    return r;
+}
+
+static int
+python_charge(FolderObject *self, PyObject *pool, double a, PyObject *b, PyObject *holders)
+{
+    PyObject *av = PyFloat_FromDouble(a);
+    if (av == NULL)
+        return -1;
+    PyObject *res =
+        PyObject_CallMethodObjArgs(self->attribution, s_charge, pool, av, b, holders, NULL);
+    Py_DECREF(av);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
+}
+
+/* A float item of a sequence entry (the recent holds', the acquires'), as a double. */
+static int
+item_double(PyObject *tuple, Py_ssize_t i, double *out)
+{
+    if (!PyTuple_Check(tuple) || PyTuple_GET_SIZE(tuple) <= i) {
+        PyErr_SetString(PyExc_TypeError, "attribution: not the entry expected");
+        return -1;
+    }
+    double v = PyFloat_AsDouble(PyTuple_GET_ITEM(tuple, i));
+    if (v == -1.0 && PyErr_Occurred())
+        return -1;
+    *out = v;
+    return 0;
+}
+
+/* Attribution.charge(pool, a, b, holders) for b = t (a float object) and a = t - wait.
+ * Inline when the pool already counts its holders, the second is the current one and
+ * the wait starts at or after the latest waiting interval (one uncovered part at most);
+ * otherwise the method. */
+static int
+c_charge(FolderObject *self, PyObject *pool, double a, PyObject *b_obj, PyObject *holders)
+{
+    double b = PyFloat_AS_DOUBLE(b_obj);
+    if (!(b - a >= self->wait_min))
+        return 0;
+    PyObject *pb = PyDict_GetItemWithError(self->blame, pool); /* borrowed */
+    if (pb == NULL)
+        return PyErr_Occurred() ? -1 : python_charge(self, pool, a, b_obj, holders);
+    PyObject *held = NULL, *cover = NULL, *acc = NULL, *it = NULL, *entry = NULL;
+    PyObject *av = NULL, *seq = NULL, *waited = NULL;
+    int rc = -1;
+    held = PyObject_GetAttr(pb, s_held);
+    if (held == NULL)
+        goto done;
+    if (!PyDict_CheckExact(held) || !(b >= 0.0 && b < 9e15)) {
+        rc = python_charge(self, pool, a, b_obj, holders);
+        goto done;
+    }
+    PyObject *ps = PyObject_GetAttr(pb, s_pending_sec);
+    if (ps == NULL)
+        goto done;
+    int overflow = 0;
+    long long pending_sec = PyLong_Check(ps) ? PyLong_AsLongLongAndOverflow(ps, &overflow) : -1;
+    Py_DECREF(ps);
+    if (pending_sec == -1 && PyErr_Occurred())
+        goto done;
+    cover = PyObject_GetAttr(pb, s_cover);
+    if (cover == NULL)
+        goto done;
+    PyObject *last = PyList_CheckExact(cover) && PyList_GET_SIZE(cover) > 0
+                         ? PyList_GET_ITEM(cover, PyList_GET_SIZE(cover) - 1)
+                         : NULL;
+    if (overflow || pending_sec != (long long)b || last == NULL || !PyList_CheckExact(last) ||
+        PyList_GET_SIZE(last) != 2 || !PyFloat_CheckExact(PyList_GET_ITEM(last, 0)) ||
+        !PyFloat_CheckExact(PyList_GET_ITEM(last, 1)) ||
+        a < PyFloat_AS_DOUBLE(PyList_GET_ITEM(last, 0))) {
+        rc = python_charge(self, pool, a, b_obj, holders);
+        goto done;
+    }
+    /* _PoolBlame.uncovered's usual case: at or after the latest interval's start. */
+    double x, y = b;
+    double l1 = PyFloat_AS_DOUBLE(PyList_GET_ITEM(last, 1));
+    if (a > l1) {
+        av = PyFloat_FromDouble(a);
+        PyObject *interval = av != NULL ? PyList_New(2) : NULL;
+        if (interval == NULL)
+            goto done;
+        PyList_SET_ITEM(interval, 0, new_ref(av));
+        PyList_SET_ITEM(interval, 1, new_ref(b_obj));
+        int r = PyList_Append(cover, interval);
+        Py_DECREF(interval);
+        if (r < 0)
+            goto done;
+        if (PyList_GET_SIZE(cover) > self->cover_kept &&
+            PyList_SetSlice(cover, 0, 1, NULL) < 0)
+            goto done;
+        x = a;
+    } else if (b <= l1) {
+        rc = 0; /* covered already: nothing charged */
+        goto done;
+    } else {
+        x = l1;
+        PyList_SetItem(last, 1, new_ref(b_obj)); /* steals */
+    }
+    if (PyObject_SetAttr(pb, s_last_wait, b_obj) < 0)
+        goto report;
+    acc = PyObject_GetAttr(pb, s_pending);
+    if (acc == NULL)
+        goto report;
+    if (!PyDict_CheckExact(acc)) {
+        PyErr_SetString(PyExc_TypeError, "pending: not a dict");
+        goto report;
+    }
+    ChargeSums sums;
+    sums.acc = acc;
+    sums.direct = 0;
+    sums.n = 0;
+    double span = y - x;
+    double total = 0.0 + span;
+    /* Every key held meanwhile: its count times the span. */
+    Py_ssize_t pos = 0;
+    PyObject *key, *n;
+    while (PyDict_Next(held, &pos, &key, &n)) {
+        long count = PyLong_AsLong(n);
+        if (count == -1 && PyErr_Occurred())
+            goto report;
+        if (!PyTuple_CheckExact(key) || PyTuple_GET_SIZE(key) != 2) {
+            PyErr_SetString(PyExc_TypeError, "held: not a (site, tags) key");
+            goto report;
+        }
+        if (sums_add(&sums, PyTuple_GET_ITEM(key, 0), PyTuple_GET_ITEM(key, 1),
+                     (double)count * span, 0) < 0)
+            goto report;
+    }
+    /* Holders acquired after x held only from their acquire on. */
+    seq = PyObject_GetAttr(pb, s_acquired);
+    it = seq != NULL ? PyObject_CallOneArg((PyObject *)&PyReversed_Type, seq) : NULL;
+    if (it == NULL)
+        goto report;
+    while ((entry = PyIter_Next(it)) != NULL) {
+        double since;
+        if (item_double(entry, 0, &since) < 0)
+            goto report;
+        if (since <= x)
+            break;
+        PyObject *fresh = PyTuple_GET_ITEM(entry, 1);
+        if (fresh != Py_None) {
+            PyObject *conn = holder_get(self, fresh, H_CONN);
+            if (conn == NULL) {
+                if (!PyErr_ExceptionMatches(PyExc_AttributeError))
+                    goto report;
+                PyErr_Clear();
+                conn = s_empty;
+            }
+            PyObject *now = PyDict_GetItemWithError(holders, conn);
+            if (now == NULL && PyErr_Occurred())
+                goto report;
+            if (now == fresh) {
+                PyObject *site = holder_get(self, fresh, H_SITE);
+                PyObject *tags = site != NULL ? holder_get(self, fresh, H_TAGS) : NULL;
+                if (tags == NULL)
+                    goto report;
+                double m = y < since ? y : since; /* min(since, y) */
+                if (sums_add(&sums, site, tags, m - x, 1) < 0)
+                    goto report;
+            }
+        }
+        Py_CLEAR(entry);
+    }
+    Py_CLEAR(entry);
+    if (PyErr_Occurred())
+        goto report;
+    Py_CLEAR(it);
+    Py_CLEAR(seq);
+    /* Holds that ended during it: their overlap. */
+    double slack;
+    if (get_double(pb, s_disorder, &slack) < 0)
+        goto report;
+    seq = PyObject_GetAttr(pb, s_recent);
+    it = seq != NULL ? PyObject_CallOneArg((PyObject *)&PyReversed_Type, seq) : NULL;
+    if (it == NULL)
+        goto report;
+    Py_ssize_t scanned = 0;
+    while (scanned < self->recent_scan && (entry = PyIter_Next(it)) != NULL) {
+        scanned++;
+        double s0, e;
+        if (item_double(entry, 0, &s0) < 0 || item_double(entry, 1, &e) < 0)
+            goto report;
+        if (PyTuple_GET_SIZE(entry) < 4) {
+            PyErr_SetString(PyExc_TypeError, "recent: not an ended hold");
+            goto report;
+        }
+        if (e <= x) {
+            if (e <= x - slack) /* ended holds come in order of their end (or nearly) */
+                break;
+            Py_CLEAR(entry);
+            continue;
+        }
+        double overlap = (y < e ? y : e) - (x > s0 ? x : s0); /* min(e, y) - max(s, x) */
+        if (overlap > 0 && sums_add(&sums, PyTuple_GET_ITEM(entry, 2),
+                                    PyTuple_GET_ITEM(entry, 3), overlap, 0) < 0)
+            goto report;
+        Py_CLEAR(entry);
+    }
+    Py_CLEAR(entry);
+    if (PyErr_Occurred() || sums_flush(&sums) < 0)
+        goto report;
+    /* self.waited[pool] += total; pb.pending_wait += total */
+    waited = PyObject_GetAttr(self->attribution, s_waited);
+    if (waited == NULL || acc_add(waited, pool, total, 0) < 0)
+        goto report;
+    {
+        PyObject *tv = PyFloat_FromDouble(total);
+        int r = tv != NULL ? attr_add(pb, s_pending_wait, tv) : -1;
+        Py_XDECREF(tv);
+        if (r < 0)
+            goto report;
+    }
+    rc = 0;
+    goto done;
+report: /* the charge is part-booked: told, as any fold error */
+    report(self->errors, s_fold);
+    rc = 0;
+done:
+    Py_XDECREF(held);
+    Py_XDECREF(cover);
+    Py_XDECREF(acc);
+    Py_XDECREF(it);
+    Py_XDECREF(entry);
+    Py_XDECREF(av);
+    Py_XDECREF(seq);
+    Py_XDECREF(waited);
+    return rc;
+}
+
+/* Attribution.on_acquire: the route's use, the holder counted (while the pool counts),
+ * the wait charged. ``pb``/``counting`` as blame_of found them. */
+static int
+c_on_acquire(FolderObject *self, PyObject *pool, PyObject *t, double td, PyObject *w,
+             PyObject *tags, PyObject *holders, PyObject *h, PyObject *replaced, PyObject *pb,
+             int counting)
+{
+    double wd = PyFloat_AS_DOUBLE(w);
+    int waited = wd >= self->wait_min;
+    if (tags != Py_None) {
+        PyObject *r = c_route(self, pool, tags);
+        if (r == NULL && PyErr_Occurred())
+            return -1;
+        if (r != NULL) {
+            int rc = attr_add(r, s_acquires, s_one);
+            if (rc == 0 && waited) {
+                rc = attr_add(r, s_waits, s_one);
+                if (rc == 0)
+                    rc = attr_add(r, s_waited, w);
+            }
+            Py_DECREF(r);
+            if (rc < 0)
+                return -1;
+        }
+    }
+    if (counting && count_acquire(self, pb, t, td, h, replaced) < 0)
+        return -1;
+    if (waited)
+        return c_charge(self, pool, td - wd, t, holders);
+    return 0;
+}
+
+/* on_release's last step for a labelled holder: its route's hold histogram. */
+static int
+c_route_hold(FolderObject *self, PyObject *pool, PyObject *tags, PyObject *hold)
+{
+    PyObject *r = c_route(self, pool, tags);
+    if (r == NULL)
+        return PyErr_Occurred() ? -1 : 0;
+    PyObject *hist = PyObject_GetAttr(r, s_hold);
+    Py_DECREF(r);
+    if (hist == NULL)
+        return -1;
+    PyObject *res = PyObject_CallMethodOneArg(hist, s_add_trusted, hold);
+    Py_DECREF(hist);
+    Py_XDECREF(res);
+    return res == NULL ? -1 : 0;
 }
 
 /* The holder's name as the stream carries it: named once per batch (``names``, keyed
@@ -1141,21 +1616,10 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
         Py_XDECREF(replaced);
         goto report;
     }
-    if (counting && tags == Py_None && PyFloat_AS_DOUBLE(w) < self->wait_min) {
-        if (count_acquire(self, pb, t, td, h, replaced) < 0) {
-            Py_XDECREF(replaced);
-            goto report;
-        }
-    } else if (counting || tags != Py_None || PyFloat_AS_DOUBLE(w) >= self->wait_min) {
-        PyObject *args[8] = {self->attribution, pool,   t, w, tags, holders, h,
-                             replaced ? replaced : Py_None};
-        PyObject *res = PyObject_VectorcallMethod(s_on_acquire, args,
-                                                  8 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
-        Py_XDECREF(res);
-        if (res == NULL) {
-            Py_XDECREF(replaced);
-            goto report;
-        }
+    if ((counting || tags != Py_None || PyFloat_AS_DOUBLE(w) >= self->wait_min) &&
+        c_on_acquire(self, pool, t, td, w, tags, holders, h, replaced, pb, counting) < 0) {
+        Py_XDECREF(replaced);
+        goto report;
     }
     Py_XDECREF(replaced);
     goto encode;
@@ -1207,7 +1671,7 @@ on_release(FolderObject *self, PyObject *pool, PyObject *h, PyObject *t, double 
     PyObject *tags = holder_get(self, h, H_TAGS);
     if (tags == NULL)
         return -1;
-    if (pb == NULL || tags != Py_None) {
+    if (pb == NULL) {
         PyObject *args[5] = {self->attribution, pool, h, t, hold};
         PyObject *res = PyObject_VectorcallMethod(s_on_release, args,
                                                   5 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
@@ -1276,6 +1740,8 @@ on_release(FolderObject *self, PyObject *pool, PyObject *h, PyObject *t, double 
         Py_DECREF(first);
     }
     Py_DECREF(recent);
+    if (rc == 0 && tags != Py_None) /* its route's hold */
+        rc = c_route_hold(self, pool, tags, hold);
     return rc;
 }
 
@@ -1493,19 +1959,25 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
                              "pending", "holder_name", "redacted", "redacted_name", "tags_id",
                              "request_name", "encode_acquire", "encode_release", "escaped",
                              "quoted", "errors", "max_holders",
-                             "wait_min", "horizon", "calm", NULL};
+                             "wait_min", "horizon", "calm", "cover_kept", "recent_scan", NULL};
     PyObject *pools, *holder, *attribution, *blame, *site_ids, *pending, *holder_name,
         *redacted, *redacted_name, *tags_id, *request_name, *encode_acquire, *encode_release,
         *escaped, *quoted, *errors;
     Py_ssize_t max_holders;
     double wait_min, horizon, calm;
+    Py_ssize_t cover_kept, recent_scan;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "O!O!OO!O!O!OO!OOOOOO!OOnddd", kwlist, &PyDict_Type, &pools,
+            args, kwds, "O!O!OO!O!O!OO!OOOOOO!OOndddnn", kwlist, &PyDict_Type, &pools,
             &PyType_Type, &holder, &attribution, &PyDict_Type, &blame, &PyDict_Type,
             &site_ids, &PyList_Type, &pending, &holder_name, &PyDict_Type, &redacted,
             &redacted_name, &tags_id, &request_name, &encode_acquire, &encode_release,
-            &PyDict_Type, &escaped, &quoted, &errors, &max_holders, &wait_min, &horizon, &calm))
+            &PyDict_Type, &escaped, &quoted, &errors, &max_holders, &wait_min, &horizon, &calm,
+            &cover_kept, &recent_scan))
         return -1;
+    if (cover_kept < 1 || recent_scan < 1) {
+        PyErr_SetString(PyExc_ValueError, "cover_kept and recent_scan must be positive");
+        return -1;
+    }
     if (horizon != 300.0) { /* compiled in: on_release's inline path */
         PyErr_SetString(PyExc_ValueError, "attribution.HORIZON changed: rebuild _accel");
         return -1;
@@ -1558,6 +2030,8 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
     self->max_holders = max_holders;
     self->wait_min = wait_min;
     self->calm = calm;
+    self->cover_kept = cover_kept;
+    self->recent_scan = recent_scan;
     return 0;
 }
 
@@ -1729,7 +2203,22 @@ PyInit__accel(void)
     NAME(s_fold, "fold");
     NAME(s_encode, "encode");
     NAME(s_tags, "tags");
+    NAME(s_labels, "labels");
+    NAME(s_routes, "routes");
+    NAME(s_route, "route");
+    NAME(s_route_method, "_route");
+    NAME(s_waits, "waits");
+    NAME(s_waited, "waited");
+    NAME(s_add_trusted, "add_trusted");
+    NAME(s_cover, "cover");
+    NAME(s_pending, "pending");
+    NAME(s_pending_sec, "pending_sec");
+    NAME(s_pending_wait, "pending_wait");
+    NAME(s_charge, "charge");
+    NAME(s_empty, "");
 #undef NAME
+    if ((s_one = PyLong_FromLong(1)) == NULL)
+        return NULL;
     if ((s_zero = PyFloat_FromDouble(0.0)) == NULL)
         return NULL;
     PyObject *m = PyModule_Create(&accel_module);

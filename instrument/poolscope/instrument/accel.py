@@ -106,6 +106,8 @@ def make_folder(model: Any, interner: Any) -> Any:
             wait_min=attribution.WAIT_MIN,
             horizon=attribution.HORIZON,
             calm=attribution.CALM,
+            cover_kept=attribution.COVER_KEPT,
+            recent_scan=attribution.MAX_RECENT_SCAN,
         )
     except Exception as exc:  # a model this build does not know: the Python fold
         errors.report("accelerator", exc)
