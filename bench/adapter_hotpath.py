@@ -85,10 +85,11 @@ def _calls(connect: Callable[[], Any]) -> dict[str, int]:
 
 
 def _settle() -> None:
-    rt = getattr(sys.modules.get("poolscope.instrument.runtime"), "_runtime", None)
-    deadline = time.monotonic() + 10
-    while rt is not None and rt.recorder.buffer and time.monotonic() < deadline:
-        time.sleep(0.002)
+    """The round's events folded (blocked on the runtime's tick, not polling: see
+    bench/folded.py), then the same short sleep for every configuration."""
+    from bench.folded import wait_folded
+
+    wait_folded()
     time.sleep(0.03)
 
 

@@ -94,11 +94,12 @@ def _settle() -> None:
     sleeps alike; sleeping costs no CPU."""
     import time
 
-    rt = getattr(sys.modules.get("poolscope.instrument.runtime"), "_runtime", None)
-    deadline = time.monotonic() + 10
-    while rt is not None and rt.recorder.buffer and time.monotonic() < deadline:
-        time.sleep(0.002)
-    time.sleep(0.03)  # the fold of the last drained chunk (drain interval 0.02 s)
+    from bench.folded import wait_folded
+
+    # Blocked on the runtime's tick, not polling (each poll's wake-up was CPU the
+    # measured process paid: bench/folded.py).
+    wait_folded()
+    time.sleep(0.03)  # the same for every configuration (OpenTelemetry's export thread)
 
 
 def _instrument_poolscope(pool: Any, config: str) -> Callable[[], dict[str, Any]]:
@@ -123,7 +124,6 @@ def _pause_background() -> tuple[Callable[[], None], Callable[[], None]]:
     """Hooks that park poolscope's background thread during a timed round and let it
     catch up after: what is left is the cost the acquiring code itself pays."""
     import threading
-    import time
 
     from poolscope.instrument.runtime import get_runtime
 
@@ -143,10 +143,10 @@ def _pause_background() -> tuple[Callable[[], None], Callable[[], None]]:
         parked.wait(5)
 
     def after() -> None:
+        from bench.folded import wait_folded
+
         gate.set()
-        deadline = time.monotonic() + 10
-        while rt.recorder.buffer and time.monotonic() < deadline:
-            time.sleep(0.002)
+        wait_folded()
 
     return before, after
 
