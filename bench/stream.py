@@ -249,6 +249,22 @@ def _session(
                 p.wait()
 
 
+def _paced(rate: int, seconds: float) -> dict[str, Any]:
+    """The app paced at ``rate`` events/s for ``seconds``, no flow control: what it
+    generated, what the observer got and was told was dropped."""
+    q = _session(["paced", str(rate), str(seconds)])
+    app, ob = q["app"], q["observer"]
+    return {
+        "rate": rate,
+        "seconds": seconds,
+        "generated": app["events"],
+        "delivered": ob["events"],
+        "dropped": ob["dropped"],
+        "achieved_rate": app["events"] / (app["t1"] - app["t0"]),
+        "delivered_rate": ob["events"] / (ob["t_last"] - app["t0"]),
+    }
+
+
 def _throughput(quick: bool) -> dict[str, Any]:
     pairs = 200_000 if quick else 300_000
     rounds = 3
@@ -269,33 +285,10 @@ def _throughput(quick: bool) -> dict[str, Any]:
             }
         )
     # Paced at the target rate, no flow control: does anything drop?
-    paced_seconds = 3.0 if quick else 8.0
-    p = _session(["paced", str(TARGET_RATE), str(paced_seconds)])
-    paced = {
-        "rate": TARGET_RATE,
-        "seconds": paced_seconds,
-        "generated": p["app"]["events"],
-        "delivered": p["observer"]["events"],
-        "dropped": p["observer"]["dropped"],
-        "achieved_rate": p["app"]["events"] / (p["app"]["t1"] - p["app"]["t0"]),
-    }
+    paced = _paced(TARGET_RATE, 3.0 if quick else 8.0)
     # Issue 18's rate, paced, no flow control: the app produces 600,000/s for seconds on
     # end and every event must reach the observer (three runs: a drop in any is a miss).
-    paced18 = []
-    for _ in range(3):
-        q = _session(["paced", str(ISSUE18_RATE), str(ISSUE18_SECONDS)])
-        paced18.append(
-            {
-                "rate": ISSUE18_RATE,
-                "seconds": ISSUE18_SECONDS,
-                "generated": q["app"]["events"],
-                "delivered": q["observer"]["events"],
-                "dropped": q["observer"]["dropped"],
-                "achieved_rate": q["app"]["events"] / (q["app"]["t1"] - q["app"]["t0"]),
-                "delivered_rate": q["observer"]["events"]
-                / (q["observer"]["t_last"] - q["app"]["t0"]),
-            }
-        )
+    paced18 = [_paced(ISSUE18_RATE, ISSUE18_SECONDS) for _ in range(3)]
     return {
         "pairs": pairs,
         "rates": rates,

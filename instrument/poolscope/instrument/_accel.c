@@ -584,7 +584,7 @@ typedef struct {
 } FolderObject;
 
 static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits,
-    *s_pending_holds, *s_holders, *s_held, *s_last_end, *s_disorder, *s_on_acquire,
+    *s_pending_holds, *s_holders, *s_held, *s_last_end, *s_disorder,
     *s_on_release, *s_append, *s_popleft, *s_type, *s_t, *s_pool, *s_conn, *s_wait,
     *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_tags, *s_zero, *s_last_wait,
     *s_acquired, *s_calm, *s_labels, *s_routes, *s_route, *s_route_method, *s_waits,
@@ -2188,7 +2188,6 @@ PyInit__accel(void)
     NAME(s_calm, "calm");
     NAME(s_last_end, "last_end");
     NAME(s_disorder, "disorder");
-    NAME(s_on_acquire, "on_acquire");
     NAME(s_on_release, "on_release");
     NAME(s_append, "append");
     NAME(s_popleft, "popleft");
