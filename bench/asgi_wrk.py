@@ -69,6 +69,7 @@ class _PassThrough:
 # -- the application (runs in the child: python -m bench.asgi_wrk app CONFIG DSN PORT) --
 def _app(argv: list[str]) -> None:
     import contextlib
+    import gc
     from collections.abc import AsyncIterator
 
     import asyncpg
@@ -81,6 +82,22 @@ def _app(argv: list[str]) -> None:
 
     config, dsn, port = argv[0], argv[1], int(argv[2])
     state: dict[str, Any] = {}
+    gc_runs = [0, 0, 0]
+    gc_cpu = [0.0, 0.0]  # the running collection's start, the total (thread CPU)
+
+    def counted(phase: str, info: dict[str, Any]) -> None:
+        # The cyclic collector's runs and their CPU, whichever thread they ran on:
+        # what keeping objects alive longer costs the application (bench's GC column).
+        if phase == "start":
+            gc_cpu[0] = time.thread_time()
+        else:
+            gc_runs[info["generation"]] += 1
+            gc_cpu[1] += time.thread_time() - gc_cpu[0]
+
+    gc.callbacks.append(counted)
+
+    async def gc_stats(request: Request) -> JSONResponse:
+        return JSONResponse({"runs": gc_runs, "seconds": gc_cpu[1]})
 
     async def fast(request: Request) -> JSONResponse:
         async with state["pool"].acquire() as con:
@@ -109,7 +126,8 @@ def _app(argv: list[str]) -> None:
         middleware.append(Middleware(PoolscopeMiddleware))
     elif config == "floor":
         middleware.append(Middleware(_PassThrough))
-    app = Starlette(routes=[Route("/fast/{n:int}", fast)], middleware=middleware, lifespan=lifespan)
+    routes = [Route("/fast/{n:int}", fast), Route("/_gc", gc_stats)]
+    app = Starlette(routes=routes, middleware=middleware, lifespan=lifespan)
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", lifespan="on")
 
 
@@ -161,13 +179,24 @@ class Server:
                 main = th.user_time + th.system_time
         return float(t.user + t.system), float(main)
 
+    def gc(self) -> tuple[list[int], float]:
+        """The app's cyclic-collector runs per generation so far, and their CPU."""
+        with urllib.request.urlopen(self.url.replace(PATH, "/_gc"), timeout=5) as r:
+            got = json.loads(r.read())
+        return [int(x) for x in got["runs"]], float(got["seconds"])
+
     def load(self, seconds: float, record: bool = True) -> dict[str, float]:
+        g0, gs0 = self.gc()
         o0 = _cpu(self.observer)
         c0, m0 = self.cpu()
         res = wrk(self.url, seconds)
         time.sleep(SETTLE)
         c1, m1 = self.cpu()
+        g1, gs1 = self.gc()
         n = max(res["requests"], 1.0)
+        for gen in range(3):
+            res[f"gc{gen}_per_1k"] = (g1[gen] - g0[gen]) * 1000 / n
+        res["gc_cpu_per_request"] = (gs1 - gs0) / n
         res["observer_cpu_per_request"] = (_cpu(self.observer) - o0) / n
         res["cpu_per_request"] = (c1 - c0) / n
         res["loop_thread_cpu_per_request"] = (m1 - m0) / n
@@ -346,11 +375,16 @@ def run(quick: bool) -> dict[str, Any]:
             _spread([r["p99"] * 1e3 for r in runs], "{:.2f}"),
             _spread([r["cpu_per_request"] * 1e6 for r in runs], "{:.0f}"),
             _spread([r["loop_thread_cpu_per_request"] * 1e6 for r in runs], "{:.0f}"),
+            "/".join(
+                f"{statistics.median(r[f'gc{g}_per_1k'] for r in runs):.2f}" for g in range(3)
+            ),
+            _spread([r["gc_cpu_per_request"] * 1e6 for r in runs], "{:.1f}"),
         ]
 
     header = (
         "| configuration | req/s | p50 ms | p99 ms | process CPU us/request "
-        "| of which the loop's thread |"
+        "| of which the loop's thread | GC runs per 1k requests (gen 0/1/2) "
+        "| GC CPU us/request |"
     )
     lines = [
         f"Starlette + asyncpg (pool {POOL_SIZE}) under uvicorn (one worker, loopback, "
@@ -365,12 +399,18 @@ def run(quick: bool) -> dict[str, Any]:
         f"Values: median (min to max) over the runs.",
         "",
         header,
-        "|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|",
         "| " + " | ".join(row("bare", b)) + " |",
         "| " + " | ".join(row("bare + do-nothing middleware (floor)", f)) + " |",
         "| " + " | ".join(row("instrument only", m)) + " |",
         "| " + " | ".join(row("instrument + middleware", w)) + " |",
         "| " + " | ".join(row("poolscope + middleware + observer", i)) + " |",
+        "",
+        "GC: the cyclic collector's runs in the app (a `gc.callbacks` counter, read "
+        "through a `/_gc` route before and after each run) and their CPU, any thread. "
+        "Objects allocated on the loop's thread and freed later on poolscope's count "
+        "towards its next young-generation run; until session 7 every acquire record "
+        "kept its finished task alive until the drain (naming.held_by).",
         "",
         "Paired per round (poolscope vs bare of the same round), median (min to max):",
         "",

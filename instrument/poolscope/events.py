@@ -33,7 +33,9 @@ Event = dict[str, Any]
 # a quarter of the whole per-pair budget.
 
 #: ("acquire", perf_counter, pool, conn, wait, raw site, holder, labels): the raw
-#: site is ``sites.capture``'s, the holder a task or a thread ident, the labels the
+#: site is ``sites.capture``'s, the holder a thread ident or a task's (name, weak
+#: reference) pair, named at the acquire (``naming.held_by``: a record must not keep
+#: a finished task alive; a task itself is still accepted), the labels the
 #: ``ps.tag()`` labels in effect (None without any).
 AcquireRecord = tuple[str, float, str, Any, float, Any, Any, Any]
 ACQUIRE_RECORD_FIELDS = ("type", "mono", "pool", "conn", "wait", "site", "holder", "labels")

@@ -114,8 +114,11 @@ def test_acquired_here_takes_the_same_site_and_task(
 ) -> None:
     c, py = _handles(monkeypatch, depth)
 
+    tasks: list[Any] = []
+
     async def main() -> None:
         loop = asyncio.get_running_loop()
+        tasks.append(asyncio.current_task())
         # Twice each: the first call may intern the code (the general path), the
         # second finds it interned (the inline walk).
         for _ in range(2):
@@ -135,7 +138,12 @@ def test_acquired_here_takes_the_same_site_and_task(
             assert 2 <= len(r[5]) <= 2 * depth
     else:
         assert all(r[5] is None for r in rc)
-    assert all(isinstance(r[6], asyncio.Task) for r in rc)  # the task, by either lookup
+    # The task, by either lookup, named at the acquire and weakly referenced: a record
+    # must not keep a finished request's task alive (naming.held_by).
+    (task,) = tasks
+    for r in rc + rp:
+        name, ref = r[6]
+        assert name == task.get_name() and ref() is task, r[6]
 
 
 @needs_accel

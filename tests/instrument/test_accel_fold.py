@@ -11,6 +11,7 @@ from __future__ import annotations
 import random
 import threading
 import time
+import weakref
 from typing import Any
 
 import pytest
@@ -47,7 +48,11 @@ def _holder(h: Any) -> Any:
 
 def _batches(seed: int) -> list[list[Any]]:
     rnd = random.Random(seed)
+    kept = _Task("Task-7")
     holders: list[Any] = [
+        # Named at the acquire, as the hot path keeps a task (naming.held_by's pair).
+        (kept.get_name(), weakref.ref(kept)),
+        ("GET /admin?token=abc", None),  # a pair whose task is gone
         _Task("Task-1"),
         _Task("GET /login?password=hunter2"),
         _Task("worker"),

@@ -26,6 +26,7 @@ static PyObject *str_dropped;  /* "dropped" */
 static PyObject *str_report;   /* "report" */
 static PyObject *str_where_recorder;
 static PyObject *str_where_site;
+static PyObject *str_get_name; /* "get_name" */
 
 /* time.perf_counter() without a Python call: CPython reads CLOCK_MONOTONIC for it on
  * Linux and converts nanoseconds to float seconds by one division. accel.py uses this
@@ -55,6 +56,8 @@ typedef struct {
     PyObject *intern;        /* sites._intern */
     PyObject *current_task;  /* asyncio.current_task */
     PyObject *tasks_by_loop; /* asyncio.tasks._current_tasks, or None */
+    PyObject *task_type;     /* asyncio.Task: named here (held_by's usual case) */
+    PyObject *held_by;       /* naming.held_by: every other holder */
 } HotObject;
 
 /* Hand the pending exception to errors.report (looked up on the module now, as the
@@ -212,6 +215,39 @@ new_ref(PyObject *o)
 }
 
 /* acquired(conn, wait, site, holder): an acquire whose site and holder the adapter took. */
+/* naming.held_by: what the record keeps of its holder (the reference stolen; NULL on
+ * error): an asyncio.Task as its (name, weak reference) pair, named now - a record
+ * holding the task itself kept a finished request's task alive for a drain tick, and
+ * its deferred freeing drove the cyclic collector (naming.held_by says how much). */
+static PyObject *
+held_by(HotObject *self, PyObject *holder)
+{
+    if (holder == NULL || holder == Py_None || PyLong_CheckExact(holder) ||
+        PyTuple_CheckExact(holder))
+        return holder;
+    if (Py_IS_TYPE(holder, (PyTypeObject *)self->task_type)) {
+        /* holder_name's (str(task.get_name()), weakref.ref(task)), for an exact str. */
+        PyObject *name = PyObject_CallMethodNoArgs(holder, str_get_name);
+        if (name != NULL && PyUnicode_CheckExact(name)) {
+            PyObject *ref = PyWeakref_NewRef(holder, NULL);
+            PyObject *pair = ref != NULL ? PyTuple_New(2) : NULL;
+            if (pair != NULL) {
+                PyTuple_SET_ITEM(pair, 0, name);
+                PyTuple_SET_ITEM(pair, 1, ref);
+                PyObject_GC_UnTrack(pair); /* a str and a weak reference: no cycle */
+                Py_DECREF(holder);
+                return pair;
+            }
+            Py_XDECREF(ref);
+        }
+        Py_XDECREF(name);
+        PyErr_Clear(); /* the Python function meets the same and reports it */
+    }
+    PyObject *out = PyObject_CallOneArg(self->held_by, holder);
+    Py_DECREF(holder);
+    return out;
+}
+
 static PyObject *
 Hot_acquired(HotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -221,7 +257,7 @@ Hot_acquired(HotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject 
         return NULL; /* a wrong call is the caller's bug, as with the Python closure */
     PyObject *items[8] = {new_ref(str_acquire), now(self),        new_ref(self->pool_name),
                           new_ref(a[0]),        new_ref(a[1]),    new_ref(a[2]),
-                          new_ref(a[3]),        current_tags(self)};
+                          held_by(self, new_ref(a[3])), current_tags(self)};
     if (push(self, items, 8) < 0)
         report(self->errors, str_where_recorder);
     Py_RETURN_NONE;
@@ -417,7 +453,7 @@ Hot_acquired_here(HotObject *self, PyObject *const *args, Py_ssize_t nargs, PyOb
                           new_ref(a[0]),
                           new_ref(a[1]),
                           site,
-                          holder_task(self, a[3]),
+                          held_by(self, holder_task(self, a[3])),
                           current_tags(self)};
     if (push(self, items, 8) < 0)
         report(self->errors, str_where_recorder);
@@ -439,6 +475,8 @@ Hot_traverse(HotObject *self, visitproc visit, void *arg)
     Py_VISIT(self->intern);
     Py_VISIT(self->current_task);
     Py_VISIT(self->tasks_by_loop);
+    Py_VISIT(self->task_type);
+    Py_VISIT(self->held_by);
     return 0;
 }
 
@@ -457,6 +495,8 @@ Hot_clear(HotObject *self)
     Py_CLEAR(self->intern);
     Py_CLEAR(self->current_task);
     Py_CLEAR(self->tasks_by_loop);
+    Py_CLEAR(self->task_type);
+    Py_CLEAR(self->held_by);
     return 0;
 }
 
@@ -473,15 +513,17 @@ Hot_init(HotObject *self, PyObject *args, PyObject *kwds)
 {
     static char *kwlist[] = {"recorder", "buf", "cap", "pool_name", "tags_var",
                              "errors", "clock", "depth", "code_index", "code_internal",
-                             "intern", "current_task", "tasks_by_loop", NULL};
+                             "intern", "current_task", "tasks_by_loop", "task_type",
+                             "held_by", NULL};
     PyObject *recorder, *buf, *pool_name, *tags_var, *errors, *clock, *code_index,
-        *code_internal, *intern, *current_task, *tasks_by_loop;
+        *code_internal, *intern, *current_task, *tasks_by_loop, *task_type, *held_by;
     Py_ssize_t cap;
     int depth;
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOnUOOOiO!OOOO", kwlist, &recorder, &buf,
-                                     &cap, &pool_name, &tags_var, &errors, &clock, &depth,
-                                     &PyDict_Type, &code_index, &code_internal, &intern,
-                                     &current_task, &tasks_by_loop))
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "OOnUOOOiO!OOOOO!O", kwlist, &recorder,
+                                     &buf, &cap, &pool_name, &tags_var, &errors, &clock,
+                                     &depth, &PyDict_Type, &code_index, &code_internal,
+                                     &intern, &current_task, &tasks_by_loop, &PyType_Type,
+                                     &task_type, &held_by))
         return -1;
     if (!PyContextVar_CheckExact(tags_var)) {
         PyErr_SetString(PyExc_TypeError, "tags_var must be a ContextVar");
@@ -510,6 +552,8 @@ Hot_init(HotObject *self, PyObject *args, PyObject *kwds)
     KEEP(intern);
     KEEP(current_task);
     KEEP(tasks_by_loop);
+    KEEP(task_type);
+    KEEP(held_by);
 #undef KEEP
     return 0;
 }
@@ -1324,32 +1368,35 @@ c_route_hold(FolderObject *self, PyObject *pool, PyObject *tags, PyObject *hold)
     return res == NULL ? -1 : 0;
 }
 
-/* The holder's name as the stream carries it: named once per batch (``names``, keyed
- * as in drain.py: by id, a thread by its negated ident), redacted through naming's
- * cache. New refs in *task, *ref. */
+/* The holder's name as the stream carries it: a pair named at the acquire (held_by),
+ * else named once per batch (``names``, keyed as in drain.py: by id, a thread by its
+ * negated ident); redacted through naming's cache. New refs in *task, *ref. */
 static int
 name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject *labels,
             PyObject **task, PyObject **ref)
 {
-    PyObject *key = PyLong_CheckExact(holder) ? PyNumber_Negative(holder)
-                                              : PyLong_FromVoidPtr(holder);
-    if (key == NULL)
-        return -1;
-    PyObject *named = PyDict_GetItemWithError(names, key);
+    PyObject *named = PyTuple_CheckExact(holder) ? holder : NULL;
     if (named == NULL) {
-        if (PyErr_Occurred()) {
-            Py_DECREF(key);
+        PyObject *key = PyLong_CheckExact(holder) ? PyNumber_Negative(holder)
+                                                  : PyLong_FromVoidPtr(holder);
+        if (key == NULL)
             return -1;
+        named = PyDict_GetItemWithError(names, key);
+        if (named == NULL) {
+            if (PyErr_Occurred()) {
+                Py_DECREF(key);
+                return -1;
+            }
+            named = PyObject_CallOneArg(self->holder_name, holder);
+            if (named == NULL || PyDict_SetItem(names, key, named) < 0) {
+                Py_XDECREF(named);
+                Py_DECREF(key);
+                return -1;
+            }
+            Py_DECREF(named); /* names keeps it */
         }
-        named = PyObject_CallOneArg(self->holder_name, holder);
-        if (named == NULL || PyDict_SetItem(names, key, named) < 0) {
-            Py_XDECREF(named);
-            Py_DECREF(key);
-            return -1;
-        }
-        Py_DECREF(named); /* names keeps it */
+        Py_DECREF(key);
     }
-    Py_DECREF(key);
     if (!PyTuple_CheckExact(named) || PyTuple_GET_SIZE(named) != 2) {
         PyErr_SetString(PyExc_TypeError, "holder_name: not a pair");
         return -1;
@@ -2167,8 +2214,9 @@ PyInit__accel(void)
     str_report = PyUnicode_InternFromString("report");
     str_where_recorder = PyUnicode_InternFromString("recorder");
     str_where_site = PyUnicode_InternFromString("site capture");
+    str_get_name = PyUnicode_InternFromString("get_name");
     if (!str_acquire || !str_release || !str_dropped || !str_report || !str_where_recorder ||
-        !str_where_site)
+        !str_where_site || !str_get_name)
         return NULL;
     if (PyType_Ready(&HotType) < 0 || PyType_Ready(&FolderType) < 0)
         return NULL;

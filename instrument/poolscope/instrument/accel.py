@@ -14,7 +14,7 @@ import os
 import time
 from typing import Any
 
-from . import errors, sites, tags
+from . import errors, naming, sites, tags
 
 try:
     from . import _accel  # type: ignore[attr-defined]
@@ -71,6 +71,8 @@ def make_hot(recorder: Any, pool_name: str, depth: int) -> Any:
         intern=sites._intern,
         current_task=asyncio.current_task,
         tasks_by_loop=getattr(asyncio.tasks, "_current_tasks", None),
+        task_type=asyncio.Task,
+        held_by=naming.held_by,
     )
 
 
@@ -80,8 +82,6 @@ def make_folder(model: Any, interner: Any) -> Any:
     if not FOLD or _accel is None:
         return None
     from poolscope import attribution, events, records
-
-    from . import naming
 
     a = model.attribution
     try:

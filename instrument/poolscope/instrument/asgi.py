@@ -30,6 +30,10 @@ Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 
+#: A finished request's scope (read only: finding no route there).
+_FINISHED: Scope = {}
+
+
 class AsgiRequestLabels(RequestLabels):
     __slots__ = ("method", "root_path", "scope")
 
@@ -38,6 +42,9 @@ class AsgiRequestLabels(RequestLabels):
         self.scope = scope
         self.method = method
         self.root_path = str(scope.get("root_path") or "")
+
+    def _forget(self) -> None:
+        self.scope = _FINISHED
 
     def find_route(self) -> str | None:
         scope = self.scope

@@ -169,10 +169,14 @@ class Drain:
                     # (the batch holds it, so its id is not reused meanwhile). A thread
                     # is a fresh int per acquire: keyed by its ident, negated so it is
                     # no object's id.
-                    key = -holder if type(holder) is int else id(holder)
-                    named = names.get(key)
-                    if named is None:
-                        named = names[key] = holder_name(holder)
+                    named: tuple[str, Any] | None
+                    if type(holder) is tuple:  # named at the acquire (naming.held_by)
+                        named = holder
+                    else:
+                        key = -holder if type(holder) is int else id(holder)
+                        named = names.get(key)
+                        if named is None:
+                            named = names[key] = holder_name(holder)
                     task, ref = named
                     if tid is not None:  # a web request's holder is named after it
                         task = request_name(labels) or task

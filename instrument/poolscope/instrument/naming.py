@@ -19,9 +19,12 @@ from .redact import redact
 
 def holder_name(holder: Any) -> tuple[str, Any]:
     """(name, reference) of an acquire's holder: a task (weakly referenced, so a
-    finished request's task is not kept alive by its open hold) or a thread ident."""
+    finished request's task is not kept alive by its open hold) or a thread ident.
+    A pair is one already named (:func:`held_by`, at the acquire)."""
     if holder is None:
         return "", None
+    if type(holder) is tuple:
+        return holder
     if isinstance(holder, int):
         th = threading._active.get(holder)  # type: ignore[attr-defined]
         return (th.name if th is not None else f"thread-{holder}"), holder
@@ -32,6 +35,26 @@ def holder_name(holder: Any) -> tuple[str, Any]:
         except TypeError:
             return str(get_name()), None
     return str(holder), None
+
+
+def held_by(holder: Any) -> Any:
+    """What an acquire's record keeps of its holder: a task as its (name, weak
+    reference) pair, taken at the acquire; a thread ident (or None) as it is.
+
+    Not the task itself: a record waits up to a drain tick (100 ms) to be folded,
+    and a request's task usually ends before that. Kept alive by the record, the
+    finished task, its coroutine and its context were freed on the background thread
+    a tick later - each such deferred object counts towards the cyclic collector's
+    next young-generation run: on a uvicorn app under wrk, three times as many
+    collections, whose survivors went on to the older generations (bench/asgi_wrk.py,
+    docs/data-path.md). The C hot path (``_accel.c``) does the same."""
+    if holder is None or type(holder) is int or type(holder) is tuple:
+        return holder
+    try:
+        return holder_name(holder)
+    except Exception as exc:
+        errors.report("holder name", exc)
+        return ("", None)
 
 
 # Task and thread names are the application's text (``GET /login?password=...``, a

@@ -19,6 +19,7 @@ from typing import Any
 from poolscope.events import AcquireRecord, Event, ReleaseRecord
 
 from . import accel, errors, sites, tags
+from .naming import held_by
 
 #: Events held for the background thread before the oldest are dropped.
 DEFAULT_CAPACITY = 200_000
@@ -132,7 +133,7 @@ class PoolHandle:
                     conn,
                     wait,
                     site,
-                    holder,
+                    held_by(holder),
                     get_tags(),
                 )
                 append(record)
@@ -211,9 +212,11 @@ class PoolHandle:
                     conn,
                     wait,
                     site,
-                    current_task()
-                    if loop is None or tasks_by_loop is None
-                    else tasks_by_loop.get(loop),
+                    held_by(
+                        current_task()
+                        if loop is None or tasks_by_loop is None
+                        else tasks_by_loop.get(loop)
+                    ),
                     get_tags(),
                 )
                 append(record)

@@ -242,9 +242,17 @@ class RequestLabels(Labels):
         self._rename(self.fallback)
 
     def finish(self) -> None:
-        """The request is over: keep what is known, stop renaming its holder."""
+        """The request is over: keep what is known, stop renaming its holder, and let
+        go of the request: the acquire records carry these labels until the drain
+        folds them (up to a tick later), and must not keep the finished request's
+        task, scope or environ alive meanwhile (see naming.held_by for the cost)."""
         self.route()
         self._done = True
+        self.holder = None
+        self._forget()
+
+    def _forget(self) -> None:
+        """Drop what the framework's request lent (each middleware's own)."""
 
     def _rename(self, name: str) -> None:
         if self._done or self.holder is None:

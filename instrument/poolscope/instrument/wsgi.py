@@ -31,6 +31,10 @@ StartResponse = Callable[..., Any]
 WSGIApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 
+#: A finished request's environ (read only: finding no route there).
+_FINISHED: Environ = {}
+
+
 class WsgiRequestLabels(RequestLabels):
     __slots__ = ("environ", "method", "thread_name")
 
@@ -59,9 +63,12 @@ class WsgiRequestLabels(RequestLabels):
             return None
         return template_route(self.method, str(env.get("SCRIPT_NAME") or "") + template)
 
+    def _forget(self) -> None:
+        self.environ = _FINISHED
+
     def finish(self) -> None:
-        super().finish()
         holder = self.holder
+        super().finish()
         if isinstance(holder, threading.Thread):
             try:
                 holder.name = self.thread_name  # a pooled thread serves others next

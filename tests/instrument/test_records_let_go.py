@@ -1,0 +1,137 @@
+"""An acquire's record does not keep the request that made it alive.
+
+Records wait up to a drain tick to be folded; a web request's task usually ends
+first. Holding the task (or the request's ASGI scope) made the finished request's
+objects wait for the background thread to free them, and that deferral drove the
+cyclic collector on the application's thread (naming.held_by, bench/asgi_wrk.py's GC
+column). Both hot paths, C and Python, keep a (name, weak reference) pair instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from typing import Any
+
+import pytest
+
+from poolscope.instrument import accel, naming
+from poolscope.instrument.asgi import AsgiRequestLabels
+from poolscope.instrument.recorder import PoolHandle, Recorder
+from poolscope.instrument.wsgi import WsgiRequestLabels
+
+pytestmark = pytest.mark.fast
+
+
+def _handle(monkeypatch: pytest.MonkeyPatch, c: bool) -> PoolHandle:
+    if c and not accel.ENABLED:
+        pytest.skip(f"C hot path: {accel.REASON}")
+    monkeypatch.setattr(accel, "ENABLED", c)
+    return PoolHandle(Recorder(100), "p", "reference", leak_threshold=None, site_depth=1)
+
+
+@pytest.mark.parametrize("c", [True, False], ids=["C", "Python"])
+def test_a_finished_task_is_freed_while_its_records_wait(
+    monkeypatch: pytest.MonkeyPatch, c: bool
+) -> None:
+    h = _handle(monkeypatch, c)
+    refs: list[Any] = []
+
+    async def request(i: int) -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        me.set_name(f"GET /orders/{i}")
+        refs.append(weakref.ref(me))
+        h.acquired_here(f"c{i}", 0.0, None, asyncio.get_running_loop(), 0)
+        h.acquired(f"d{i}", 0.0, None, me)  # the adapters' form, the task passed in
+        h.released(f"c{i}")
+        h.released(f"d{i}")
+
+    async def main() -> None:
+        for i in range(3):
+            await asyncio.get_running_loop().create_task(request(i))
+
+    asyncio.run(main())
+    # Nobody drained the recorder: the records are all still there...
+    acquires = [r for r in h.recorder.buffer if r[0] == "acquire"]
+    assert len(acquires) == 6
+    # ...and the tasks are gone (reference counting freed each as it ended).
+    assert [r() for r in refs] == [None, None, None]
+    # What the records kept: the name the task had at the acquire, and a dead reference.
+    names = [r[6][0] for r in acquires]
+    assert (
+        names
+        == ["GET /orders/0", "GET /orders/0", "GET /orders/1", "GET /orders/1"]
+        + ["GET /orders/2"] * 2
+    )
+    assert all(r[6][1]() is None for r in acquires)
+
+
+def test_held_by_keeps_threads_and_none_and_never_raises(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert naming.held_by(None) is None
+    assert naming.held_by(1234) == 1234
+    pair = ("x", None)
+    assert naming.held_by(pair) is pair
+
+    class Broken:
+        def get_name(self) -> str:
+            raise RuntimeError("no name")
+
+    reported: list[str] = []
+    monkeypatch.setattr(naming.errors, "report", lambda where, exc=None: reported.append(where))
+    assert naming.held_by(Broken()) == ("", None)
+    assert reported == ["holder name"]
+
+
+@pytest.mark.parametrize("c", [True, False], ids=["C", "Python"])
+def test_a_task_subclass_is_named_too(monkeypatch: pytest.MonkeyPatch, c: bool) -> None:
+    # Not the exact asyncio.Task the C path names itself: the Python held_by names it.
+    h = _handle(monkeypatch, c)
+
+    class MyTask(asyncio.Task):  # type: ignore[type-arg]
+        pass
+
+    async def request() -> None:
+        h.acquired_here("c", 0.0, None, asyncio.get_running_loop(), 0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda lp, coro: MyTask(coro, loop=lp, name="custom"))
+        await loop.create_task(request())
+
+    asyncio.run(main())
+    (record,) = [r for r in h.recorder.buffer if r[0] == "acquire"]
+    assert record[6][0] == "custom" and record[6][1]() is None
+
+
+class _Mapping(dict[str, Any]):
+    """A scope or environ that can be weakly referenced (a plain dict cannot)."""
+
+
+def test_a_finished_asgi_request_lets_go_of_its_task_and_scope() -> None:
+    async def main() -> tuple[AsgiRequestLabels, Any, Any]:
+        scope = _Mapping(type="http", method="GET", path="/orders/12345", headers=[])
+        labels = AsgiRequestLabels(scope, "GET", asyncio.current_task())
+        labels.start()
+        labels.finish()
+        return labels, weakref.ref(scope), weakref.ref(asyncio.current_task())  # type: ignore[arg-type]
+
+    labels, scope_ref, task_ref = asyncio.run(main())
+    assert scope_ref() is None and task_ref() is None and labels.holder is None
+    # What it knew stays: the route (here the fallback), the request's name.
+    assert labels.route() == "GET /orders/…" and labels.request_name() == "GET /orders/…"
+
+
+def test_a_finished_wsgi_request_restores_the_thread_and_lets_go() -> None:
+    me = threading.current_thread()
+    before = me.name
+    environ = _Mapping(REQUEST_METHOD="POST", PATH_INFO="/login", SCRIPT_NAME="")
+    labels = WsgiRequestLabels(environ, me)
+    labels.start()
+    assert me.name == "POST /login"
+    labels.finish()
+    assert me.name == before and labels.holder is None
+    env_ref = weakref.ref(environ)
+    del environ
+    assert env_ref() is None and labels.request_name() == "POST /login"
