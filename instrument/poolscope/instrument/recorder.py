@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import sys
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from itertools import repeat as _repeat
@@ -157,6 +158,8 @@ class PoolHandle:
                 errors.report("recorder", exc)
 
         current_task = asyncio.current_task
+        task_type = asyncio.Task
+        weak = weakref.ref
         # The C module's table of running tasks by loop: with the pool's own loop in
         # hand, one dict lookup instead of ``current_task()`` (~2x dearer on 3.11).
         tasks_by_loop: Any = getattr(asyncio.tasks, "_current_tasks", None)
@@ -203,6 +206,13 @@ class PoolHandle:
                 errors.report("site capture", exc)
                 site = None
             try:
+                task = (
+                    current_task()
+                    if loop is None or tasks_by_loop is None
+                    else tasks_by_loop.get(loop)
+                )
+                # held_by's usual case written out (an exact asyncio.Task cannot fail it).
+                holder = (task.get_name(), weak(task)) if type(task) is task_type else held_by(task)
                 if len(buf) >= cap:
                     rec.dropped += 1
                 record: AcquireRecord = (
@@ -212,11 +222,7 @@ class PoolHandle:
                     conn,
                     wait,
                     site,
-                    held_by(
-                        current_task()
-                        if loop is None or tasks_by_loop is None
-                        else tasks_by_loop.get(loop)
-                    ),
+                    holder,
                     get_tags(),
                 )
                 append(record)
