@@ -93,6 +93,7 @@ def _saturated_records(handle: Any, pairs: int) -> None:
     import poolscope.instrument as ps
     from bench.fold_cost import _site
     from poolscope.instrument import tags
+    from poolscope.instrument.naming import held_by
 
     rnd = random.Random(18)
     site = _site(handle)
@@ -119,7 +120,9 @@ def _saturated_records(handle: Any, pairs: int) -> None:
             # A new request: its own task and labels object, as the middleware makes.
             own = tags.Labels(labels.pairs) if labels is not None else None
             wait = rnd.uniform(0.002, 0.012)
-            buf.append(("acquire", mono, handle.name, c, wait, site, _Task(f"Task-{n}"), own))
+            # The holder as the hot path keeps it: the task's name and a weak reference.
+            holder = held_by(_Task(f"Task-{n}"))
+            buf.append(("acquire", mono, handle.name, c, wait, site, holder, own))
             n += 1
         else:
             held.sort()

@@ -33,6 +33,7 @@ from poolscope.records import (
     Leak,
     PoolMetrics,
     Sample,
+    let_go,
 )
 from poolscope.sync_codec import state_from_dict, state_to_dict
 from poolscope.window import RecentWindow
@@ -267,6 +268,8 @@ class PoolState:
         p.releases += 1
         if lost:
             p.releases_lost += 1
+        if holder is not None:
+            let_go(holder)
         h = hold if hold > 0.0 else 0.0
         pending = p.pending_holds
         if pending is None:
@@ -347,6 +350,8 @@ class PoolState:
             closes[reason] = closes.get(reason, 0) + 1
         conn = str(ev.get("conn", ""))
         held = p.holders.pop(conn, None)
+        if held is not None:
+            let_go(held)
         self.attribution.on_release(p.name, held, t, t - held.since if held else 0.0)
         self.attribution.on_close(p.name, conn)
         leak = self.leaks.pop((p.name, conn), None)

@@ -135,3 +135,37 @@ def test_a_finished_wsgi_request_restores_the_thread_and_lets_go() -> None:
     env_ref = weakref.ref(environ)
     del environ
     assert env_ref() is None and labels.request_name() == "POST /login"
+
+
+class _Task:
+    def get_name(self) -> str:
+        return "Task-1"
+
+
+@pytest.mark.parametrize("c", [True, False], ids=["C", "Python"])
+def test_an_ended_hold_lets_go_of_its_task_reference(c: bool) -> None:
+    # Wait attribution keeps ended holders (the recent acquires of a pool with waits):
+    # their weak reference to the task and raw site go at the release.
+    from poolscope.fold import PoolState
+    from poolscope.instrument.drain import Drain
+
+    if c and not accel.FOLD:
+        pytest.skip(f"C fold: {accel.REASON}")
+    d = Drain(PoolState(bulk=True))
+    if not c:
+        d._folder = lambda: None  # type: ignore[method-assign]
+    d.run([{"type": "pool", "t": 1.0, "pool": "a"}], [], 0.0, False, False)
+    task = _Task()
+    items: list[Any] = []
+    for i in range(20):  # every acquire waited: the pool counts its holders
+        holder = naming.held_by(task)
+        items.append(("acquire", 10.0 + i, "a", f"c{i % 3}", 0.01, (1, 2), holder, None))
+        items.append(("release", 10.5 + i, "a", f"c{i % 3}", None))
+    items.append(("acquire", 40.0, "a", "open", 0.01, (1, 2), naming.held_by(task), None))
+    d.run(items, [], 0.0, False, False)
+    kept = [h for _, h in d.model.attribution._pools["a"].acquired]
+    assert len(kept) == 21
+    ended = [h for h in kept if h.conn != "open"]
+    assert all(h.ref is None and h.raw_site is None for h in ended)
+    (still,) = d.model.pools["a"].holders.values()
+    assert still.ref() is task and still.raw_site == (1, 2)  # an open hold keeps both

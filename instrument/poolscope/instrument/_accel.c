@@ -897,6 +897,26 @@ count_acquire(FolderObject *self, PyObject *pb, PyObject *t, double td, PyObject
     return r == NULL ? -1 : 0;
 }
 
+/* records.let_go: an ended hold drops its task reference and raw site (attribution
+ * keeps ended holders a while; their weak references must not live on with them). */
+static int
+let_go(FolderObject *self, PyObject *h)
+{
+    static const int fields[2] = {H_REF, H_RAW_SITE};
+    for (int k = 0; k < 2; k++) {
+        int f = fields[k];
+        if (self->offsets[0] >= 0 && Py_TYPE(h) == self->holder) {
+            PyObject **slot = (PyObject **)((char *)h + self->offsets[f]);
+            PyObject *old = *slot;
+            *slot = new_ref(Py_None);
+            Py_XDECREF(old);
+        } else if (PyObject_SetAttrString(h, holder_fields[f], Py_None) < 0) {
+            return -1;
+        }
+    }
+    return 0;
+}
+
 /* -- wait attribution for labelled holders and waits, as attribution.py does it -------
  * Attribution.on_acquire's route stats and its charge(), on_release's route hold: in
  * C for the common case, in the same order of dict updates (the booked charges keep
@@ -1851,7 +1871,7 @@ fold_release(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
     /* Checked: from here on the model changes. */
     rc = 1;
     *t_out = td;
-    if (h != NULL && PyDict_DelItem(holders, c) < 0)
+    if (h != NULL && (PyDict_DelItem(holders, c) < 0 || let_go(self, h) < 0))
         goto report;
     cache_saw(pc, td);
     pc->releases++;
