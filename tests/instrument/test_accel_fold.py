@@ -56,6 +56,9 @@ def _batches(seed: int) -> list[list[Any]]:
         _Task("Task-1"),
         _Task("GET /login?password=hunter2"),
         _Task("worker"),
+        _Task("run-job --password hunter2"),  # a dash, then a blank: redacted
+        _Task("run-job\t--token\tabc"),
+        _Task("worker-7"),  # a dash, no blank: plain (no regular expression)
         _Task('quote " and \\ and \x01 and \u00fc and \u2028'),  # escaped in the line
         _Task("long-" * 400),  # a line longer than the C encoder's buffer
         None,
@@ -115,6 +118,10 @@ def _mark_leaks(d: Drain, rnd: random.Random) -> None:
                 d.model.pools[p].holders[conn].leak_reported = True
 
 
+def _histogram(h: Histogram) -> tuple[Any, ...]:
+    return (h.buckets, h.count, h.sum, h.min, h.max)
+
+
 def _state(d: Drain) -> dict[str, Any]:
     m = d.model
     a = m.attribution
@@ -145,6 +152,10 @@ def _state(d: Drain) -> dict[str, Any]:
         "events": m.events,
         "now": m.now,
         "sites": dict(d.interner.site_ids),
+        # Each route's use: counts and its hold histogram to the bit (C adds to it).
+        "routes": {
+            k: (r.acquires, r.waits, r.waited, _histogram(r.hold)) for k, r in a.routes.items()
+        },
     }
 
 

@@ -625,6 +625,12 @@ typedef struct {
     double calm; /* attribution.CALM */
     Py_ssize_t cover_kept;  /* attribution.COVER_KEPT */
     Py_ssize_t recent_scan; /* attribution.MAX_RECENT_SCAN */
+    /* poolscope.histogram: Histogram.add_trusted written out (a route's hold) */
+    PyObject *hist_type;      /* Histogram */
+    PyObject *hist_edges;     /* _EDGES, a list of floats */
+    PyObject *hist_bucket_of; /* bucket_of, for a value outside the edges */
+    long hist_lowest;         /* _LOWEST */
+    double hist_min;          /* MIN_VALUE */
 } FolderObject;
 
 static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits,
@@ -633,7 +639,7 @@ static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits
     *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_tags, *s_zero, *s_last_wait,
     *s_acquired, *s_calm, *s_labels, *s_routes, *s_route, *s_route_method, *s_waits,
     *s_waited, *s_add_trusted, *s_cover, *s_pending, *s_pending_sec, *s_pending_wait,
-    *s_charge, *s_empty, *s_one;
+    *s_charge, *s_empty, *s_one, *s_buckets, *s_count, *s_sum, *s_min, *s_max;
 
 /* A float attribute as a double; -1 (exception set) unless it is an exact float. */
 static int
@@ -1371,6 +1377,77 @@ c_on_acquire(FolderObject *self, PyObject *pool, PyObject *t, double td, PyObjec
     return 0;
 }
 
+/* Histogram.add_trusted(value) in C for an exact Histogram whose fields have their
+ * usual types: the same operations in the same order (the bucket, count, sum, min,
+ * max), so the same results to the bit. 1 done, 0 not the usual case (nothing
+ * changed: the caller calls the method), -1 error. */
+static int
+hist_add_trusted(FolderObject *self, PyObject *hist, PyObject *value)
+{
+    if (self->hist_type == NULL || (PyObject *)Py_TYPE(hist) != self->hist_type ||
+        !PyFloat_CheckExact(value))
+        return 0;
+    double v = PyFloat_AS_DOUBLE(value);
+    PyObject *buckets = NULL, *count = NULL, *sum = NULL, *mn = NULL, *mx = NULL;
+    PyObject *k = NULL, *n = NULL, *n1 = NULL, *c1 = NULL, *s1 = NULL;
+    int rc = -1;
+    if ((buckets = PyObject_GetAttr(hist, s_buckets)) == NULL ||
+        (count = PyObject_GetAttr(hist, s_count)) == NULL ||
+        (sum = PyObject_GetAttr(hist, s_sum)) == NULL ||
+        (mn = PyObject_GetAttr(hist, s_min)) == NULL || (mx = PyObject_GetAttr(hist, s_max)) == NULL)
+        goto done;
+    if (!PyDict_CheckExact(buckets) || !PyLong_CheckExact(count) || !PyFloat_CheckExact(sum) ||
+        !PyFloat_CheckExact(mn) || !PyFloat_CheckExact(mx)) {
+        rc = 0;
+        goto done;
+    }
+    PyObject *edges = self->hist_edges;
+    Py_ssize_t ne = PyList_GET_SIZE(edges);
+    double top = ne ? PyFloat_AS_DOUBLE(PyList_GET_ITEM(edges, ne - 1)) : 0.0;
+    if (self->hist_min < v && v <= top) {
+        Py_ssize_t lo = 0, hi = ne;
+        while (lo < hi) { /* bisect_left */
+            Py_ssize_t mid = (lo + hi) / 2;
+            if (PyFloat_AS_DOUBLE(PyList_GET_ITEM(edges, mid)) < v)
+                lo = mid + 1;
+            else
+                hi = mid;
+        }
+        k = PyLong_FromSsize_t((Py_ssize_t)self->hist_lowest + lo);
+    } else {
+        k = PyObject_CallOneArg(self->hist_bucket_of, value);
+    }
+    if (k == NULL)
+        goto done;
+    n = PyDict_GetItemWithError(buckets, k);
+    if (n == NULL && PyErr_Occurred())
+        goto done;
+    n1 = n != NULL ? PyNumber_Add(n, s_one) : new_ref(s_one);
+    if (n1 == NULL || PyDict_SetItem(buckets, k, n1) < 0)
+        goto done;
+    if ((c1 = PyNumber_Add(count, s_one)) == NULL || PyObject_SetAttr(hist, s_count, c1) < 0)
+        goto done;
+    if ((s1 = PyFloat_FromDouble(PyFloat_AS_DOUBLE(sum) + v)) == NULL ||
+        PyObject_SetAttr(hist, s_sum, s1) < 0)
+        goto done;
+    if (v < PyFloat_AS_DOUBLE(mn) && PyObject_SetAttr(hist, s_min, value) < 0)
+        goto done;
+    if (v > PyFloat_AS_DOUBLE(mx) && PyObject_SetAttr(hist, s_max, value) < 0)
+        goto done;
+    rc = 1;
+done:
+    Py_XDECREF(buckets);
+    Py_XDECREF(count);
+    Py_XDECREF(sum);
+    Py_XDECREF(mn);
+    Py_XDECREF(mx);
+    Py_XDECREF(k);
+    Py_XDECREF(n1);
+    Py_XDECREF(c1);
+    Py_XDECREF(s1);
+    return rc;
+}
+
 /* on_release's last step for a labelled holder: its route's hold histogram. */
 static int
 c_route_hold(FolderObject *self, PyObject *pool, PyObject *tags, PyObject *hold)
@@ -1382,10 +1459,39 @@ c_route_hold(FolderObject *self, PyObject *pool, PyObject *tags, PyObject *hold)
     Py_DECREF(r);
     if (hist == NULL)
         return -1;
+    int done = hist_add_trusted(self, hist, hold);
+    if (done != 0) {
+        Py_DECREF(hist);
+        return done < 0 ? -1 : 0;
+    }
     PyObject *res = PyObject_CallMethodOneArg(hist, s_add_trusted, hold);
     Py_DECREF(hist);
     Py_XDECREF(res);
     return res == NULL ? -1 : 0;
+}
+
+static int
+has_char(PyObject *text, Py_UCS4 ch)
+{
+    Py_ssize_t at = PyUnicode_FindChar(text, ch, 0, PyUnicode_GET_LENGTH(text), 1);
+    return at == -2 ? -1 : at >= 0;
+}
+
+/* redact.plain: no '=', no ':', and no '-' followed somewhere by a blank (1), else 0;
+ * -1 with an exception. */
+static int
+plain_name(PyObject *text)
+{
+    int eq = has_char(text, '='), colon = eq ? eq : has_char(text, ':');
+    if (eq || colon)
+        return eq < 0 || colon < 0 ? -1 : 0;
+    int dash = has_char(text, '-');
+    if (dash <= 0)
+        return dash < 0 ? -1 : 1;
+    int space = has_char(text, ' '), tab = space ? space : has_char(text, '\t');
+    if (space < 0 || tab < 0)
+        return -1;
+    return !(space || tab);
 }
 
 /* The holder's name as the stream carries it: a pair named at the acquire (held_by),
@@ -1440,7 +1546,13 @@ name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject *lab
     if (out != NULL) {
         Py_INCREF(out);
     } else if (!PyErr_Occurred()) {
-        out = PyObject_CallOneArg(self->redacted_name, name);
+        int is_plain = PyUnicode_CheckExact(name) ? plain_name(name) : 0;
+        if (is_plain < 0)
+            out = NULL;
+        else if (is_plain) /* redacted_name's own shortcut: the name as it is, uncached */
+            out = new_ref(name);
+        else
+            out = PyObject_CallOneArg(self->redacted_name, name);
     }
     Py_XDECREF(request);
     if (out == NULL)
@@ -1981,6 +2093,9 @@ Folder_traverse(FolderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->redacted_name);
     Py_VISIT(self->tags_id);
     Py_VISIT(self->request_name);
+    Py_VISIT(self->hist_type);
+    Py_VISIT(self->hist_edges);
+    Py_VISIT(self->hist_bucket_of);
     Py_VISIT(self->encode_acquire);
     Py_VISIT(self->encode_release);
     Py_VISIT(self->escaped);
@@ -2003,6 +2118,9 @@ Folder_clear(FolderObject *self)
     Py_CLEAR(self->redacted_name);
     Py_CLEAR(self->tags_id);
     Py_CLEAR(self->request_name);
+    Py_CLEAR(self->hist_type);
+    Py_CLEAR(self->hist_edges);
+    Py_CLEAR(self->hist_bucket_of);
     Py_CLEAR(self->encode_acquire);
     Py_CLEAR(self->encode_release);
     Py_CLEAR(self->escaped);
@@ -2099,6 +2217,39 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
     self->calm = calm;
     self->cover_kept = cover_kept;
     self->recent_scan = recent_scan;
+    /* Histogram.add_trusted's constants; without them (a changed module) the method. */
+    PyObject *hm = PyImport_ImportModule("poolscope.histogram");
+    if (hm != NULL) {
+        self->hist_type = PyObject_GetAttrString(hm, "Histogram");
+        self->hist_edges = PyObject_GetAttrString(hm, "_EDGES");
+        self->hist_bucket_of = PyObject_GetAttrString(hm, "bucket_of");
+        PyObject *lowest = PyObject_GetAttrString(hm, "_LOWEST");
+        PyObject *minv = PyObject_GetAttrString(hm, "MIN_VALUE");
+        PyObject *top = PyObject_GetAttrString(hm, "_TOP");
+        int ok = self->hist_type && self->hist_edges && self->hist_bucket_of && lowest &&
+                 minv && top && PyList_CheckExact(self->hist_edges) &&
+                 PyLong_CheckExact(lowest) && PyFloat_CheckExact(minv) && PyFloat_CheckExact(top);
+        for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(self->hist_edges); i++)
+            ok = PyFloat_CheckExact(PyList_GET_ITEM(self->hist_edges, i));
+        Py_ssize_t ne = ok ? PyList_GET_SIZE(self->hist_edges) : 0;
+        ok = ok && ne > 0 &&
+             PyFloat_AS_DOUBLE(PyList_GET_ITEM(self->hist_edges, ne - 1)) ==
+                 PyFloat_AS_DOUBLE(top);
+        if (ok) {
+            self->hist_lowest = PyLong_AsLong(lowest);
+            self->hist_min = PyFloat_AS_DOUBLE(minv);
+        }
+        Py_XDECREF(lowest);
+        Py_XDECREF(minv);
+        Py_XDECREF(top);
+        Py_DECREF(hm);
+        if (!ok || PyErr_Occurred()) {
+            PyErr_Clear();
+            Py_CLEAR(self->hist_type); /* the method is called */
+        }
+    } else {
+        PyErr_Clear();
+    }
     return 0;
 }
 
@@ -2283,6 +2434,11 @@ PyInit__accel(void)
     NAME(s_pending_wait, "pending_wait");
     NAME(s_charge, "charge");
     NAME(s_empty, "");
+    NAME(s_buckets, "buckets");
+    NAME(s_count, "count");
+    NAME(s_sum, "sum");
+    NAME(s_min, "min");
+    NAME(s_max, "max");
 #undef NAME
     if ((s_one = PyLong_FromLong(1)) == NULL)
         return NULL;

@@ -14,7 +14,7 @@ import weakref
 from typing import Any
 
 from . import errors, sites
-from .redact import redact
+from .redact import plain, redact
 
 
 def holder_name(holder: Any) -> tuple[str, Any]:
@@ -67,6 +67,10 @@ _redacted_names: dict[str, str] = {}
 def redacted_name(name: str) -> str:
     out = _redacted_names.get(name)
     if out is None:
+        if type(name) is str and plain(name):
+            # Unique task names ("Task-8812", one per request) would fill the cache
+            # and clear it every 4,096 requests, to no use: they need no redaction.
+            return name
         if len(_redacted_names) >= MAX_NAMES:
             _redacted_names.clear()
         out = _redacted_names[name] = redact(name)
