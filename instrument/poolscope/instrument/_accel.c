@@ -230,6 +230,11 @@ held_by(HotObject *self, PyObject *holder)
         PyObject *name = PyObject_CallMethodNoArgs(holder, str_get_name);
         if (name != NULL && PyUnicode_CheckExact(name)) {
             PyObject *ref = PyWeakref_NewRef(holder, NULL);
+            /* A weak reference without a callback is in no cycle (it does not own its
+             * object): out of the collector's sight, it is never promoted to an older
+             * generation while a record or an open hold keeps it. */
+            if (ref != NULL && ((PyWeakReference *)ref)->wr_callback == NULL)
+                PyObject_GC_UnTrack(ref);
             PyObject *pair = ref != NULL ? PyTuple_New(2) : NULL;
             if (pair != NULL) {
                 PyTuple_SET_ITEM(pair, 0, name);
