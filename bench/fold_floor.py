@@ -87,12 +87,12 @@ def _drain_once(contended: bool = False) -> float:
 def _saturated_records(handle: Any, pairs: int) -> None:
     """A saturated web app's records, appended as its pool's hot path makes them: 8
     connections, every acquire waited 2-12 ms (32 requests for 8 connections), each
-    request its own task and its own ``ps.tag(route=...)`` labels, holds 0.5-2 ms."""
+    request its own task and its own labels as the ASGI middleware makes them, holds
+    0.5-2 ms."""
     import random
 
-    import poolscope.instrument as ps
     from bench.fold_cost import _site
-    from poolscope.instrument import tags
+    from poolscope.instrument.asgi import AsgiRequestLabels
     from poolscope.instrument.naming import held_by
 
     rnd = random.Random(18)
@@ -109,16 +109,21 @@ def _saturated_records(handle: Any, pairs: int) -> None:
         def get_name(self) -> str:
             return self.name
 
+    class _Route:  # what Starlette puts in the scope
+        path_format = "/fast/{n:int}"
+
+    route = _Route()
     n = 0
-    with ps.tag(route="/fast/{n:int}"):
-        labels = tags.current.get()
     while n < pairs:
         mono += 0.0002
         if free and (not held or rnd.random() < 0.55):
             c = free.pop()
             held.append((mono + rnd.uniform(0.0005, 0.002), c))
-            # A new request: its own task and labels object, as the middleware makes.
-            own = tags.Labels(labels.pairs) if labels is not None else None
+            # A new request: its own task and labels object, as the ASGI middleware
+            # makes them, and as they are when the drain comes: the request answered,
+            # its route found.
+            own = AsgiRequestLabels({"path": f"/fast/{n}", "route": route}, "GET", None)
+            own.finish()
             wait = rnd.uniform(0.002, 0.012)
             # The holder as the hot path keeps it: the task's name and a weak reference.
             holder = held_by(_Task(f"Task-{n}"))

@@ -19,7 +19,9 @@ import pytest
 from poolscope.fold import PoolState
 from poolscope.histogram import Histogram
 from poolscope.instrument import accel, tags
+from poolscope.instrument.asgi import AsgiRequestLabels
 from poolscope.instrument.drain import Drain
+from poolscope.instrument.wsgi import WsgiRequestLabels
 
 pytestmark = [
     pytest.mark.fast,
@@ -46,6 +48,28 @@ def _holder(h: Any) -> Any:
     return int(str(threading.get_ident())) if h is _THREAD else h
 
 
+class _Route:
+    path_format = "/orders/{id}"
+
+
+def _request_labels() -> list[Any]:
+    """Web requests' labels as the middleware leaves them: the route found (the C fold
+    reads it itself), not found (the fallback: Python is called), found under labels
+    of their own (a parent: Python), and an empty route (Python)."""
+    found = AsgiRequestLabels({"path": "/orders/12345", "route": _Route()}, "GET", None)
+    missing = AsgiRequestLabels({"path": "/login"}, "POST", None)
+    worker = threading.Thread(name="worker-3")  # never started: only named
+    wsgi = WsgiRequestLabels({"REQUEST_METHOD": "GET", "PATH_INFO": "/x/1"}, worker)
+    for x in (found, missing, wsgi):
+        x.finish()
+    nested = AsgiRequestLabels({"path": "/a", "route": _Route()}, "PUT", None)
+    nested.parent = tags.Labels((("tenant", "acme"),))
+    nested.finish()
+    empty = AsgiRequestLabels({"path": "/e"}, "GET", None)
+    empty._route = ""
+    return [found, missing, wsgi, nested, empty]
+
+
 def _batches(seed: int) -> list[list[Any]]:
     rnd = random.Random(seed)
     kept = _Task("Task-7")
@@ -66,7 +90,11 @@ def _batches(seed: int) -> list[list[Any]]:
         _THREAD,  # this thread, a fresh int per acquire as threading.get_ident() gives
     ]
     sites: list[Any] = [(i, 2 * i, i + 1, 40) for i in range(6)] + [(), None]
-    labels = [tags.Labels((("route", "/a"),)), tags.Labels((("route", "/b"), ("x", "1")))]
+    labels = [
+        tags.Labels((("route", "/a"),)),
+        tags.Labels((("route", "/b"), ("x", "1"))),
+        *_request_labels(),
+    ]
     pools = ["a", "a", "a", "b", 'p"\u00fc', "z"]
     conns: list[Any] = ["c0", "c1", "c2", "c3", 7, 8, "c\n\u00e9"]
     mono = 20_000.0

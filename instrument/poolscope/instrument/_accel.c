@@ -636,6 +636,8 @@ typedef struct {
     PyObject *hist_bucket_of; /* bucket_of, for a value outside the edges */
     long hist_lowest;         /* _LOWEST */
     double hist_min;          /* MIN_VALUE */
+    PyObject *tag_ids;        /* interner.tag_ids, or NULL */
+    PyObject *fast_labels;    /* accel._fast_labels(): request label classes, or NULL */
 } FolderObject;
 
 static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits,
@@ -644,7 +646,8 @@ static PyObject *s_last_t, *s_acquires, *s_releases, *s_recent, *s_pending_waits
     *s_site, *s_task, *s_hold, *s_fold, *s_encode, *s_tags, *s_zero, *s_last_wait,
     *s_acquired, *s_calm, *s_labels, *s_routes, *s_route, *s_route_method, *s_waits,
     *s_waited, *s_add_trusted, *s_cover, *s_pending, *s_pending_sec, *s_pending_wait,
-    *s_charge, *s_empty, *s_one, *s_buckets, *s_count, *s_sum, *s_min, *s_max;
+    *s_charge, *s_empty, *s_one, *s_buckets, *s_count, *s_sum, *s_min, *s_max, *s__route,
+    *s_parent;
 
 /* A float attribute as a double; -1 (exception set) unless it is an exact float. */
 static int
@@ -1475,6 +1478,40 @@ c_route_hold(FolderObject *self, PyObject *pool, PyObject *tags, PyObject *hold)
     return res == NULL ? -1 : 0;
 }
 
+/* The route of a web request's labels when tags_id and request_name need not be called
+ * to know it: labels of a class accel._fast_labels() vouches for (RequestLabels'
+ * items, own, route and request_name as they are), no parent, the route found
+ * (``_route``, a non-empty str: route() then only returns it). Borrowed, or NULL with
+ * no exception: call the Python functions. */
+static PyObject *
+fast_route(FolderObject *self, PyObject *labels)
+{
+    if (self->fast_labels == NULL || self->tag_ids == NULL)
+        return NULL;
+    int known = 0;
+    for (Py_ssize_t i = 0; i < PyTuple_GET_SIZE(self->fast_labels); i++)
+        known |= (PyObject *)Py_TYPE(labels) == PyTuple_GET_ITEM(self->fast_labels, i);
+    if (!known)
+        return NULL;
+    PyObject *parent = PyObject_GetAttr(labels, s_parent);
+    if (parent == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(parent);
+    if (parent != Py_None)
+        return NULL;
+    PyObject *route = PyObject_GetAttr(labels, s__route);
+    if (route == NULL) {
+        PyErr_Clear();
+        return NULL;
+    }
+    Py_DECREF(route); /* the labels keep it */
+    if (!PyUnicode_CheckExact(route) || PyUnicode_GET_LENGTH(route) == 0)
+        return NULL;
+    return route;
+}
+
 static int
 has_char(PyObject *text, Py_UCS4 ch)
 {
@@ -1535,7 +1572,8 @@ name_holder(FolderObject *self, PyObject *names, PyObject *holder, PyObject *lab
     PyObject *name = PyTuple_GET_ITEM(named, 0);
     PyObject *request = NULL;
     if (labels != NULL) { /* a web request's holder is named after it */
-        request = PyObject_CallOneArg(self->request_name, labels);
+        PyObject *known = fast_route(self, labels);
+        request = known != NULL ? new_ref(known) : PyObject_CallOneArg(self->request_name, labels);
         if (request == NULL)
             return -1;
         int truthy = PyObject_IsTrue(request);
@@ -1753,7 +1791,21 @@ fold_acquire(FolderObject *self, PoolCache *pc, PyObject *item, PyObject *offset
         /* The labels' id, as interner.tags_id makes it (a new one queues its event,
          * which goes before this acquire: the Python loop sends it, and finds the id
          * made). None for labels with no pairs: the acquire is then untagged. */
-        tid = PyObject_CallOneArg(self->tags_id, labels);
+        PyObject *route = fast_route(self, labels);
+        if (route != NULL) { /* items() is (("route", route),): a known id is looked up */
+            PyObject *pair = PyTuple_Pack(2, s_route, route);
+            PyObject *key = pair != NULL ? PyTuple_Pack(1, pair) : NULL;
+            Py_XDECREF(pair);
+            if (key == NULL)
+                goto done;
+            tid = PyDict_GetItemWithError(self->tag_ids, key);
+            Py_DECREF(key);
+            Py_XINCREF(tid);
+            if (tid == NULL && PyErr_Occurred())
+                goto done;
+        }
+        if (tid == NULL) /* a new label set (its event is made there), or not known */
+            tid = PyObject_CallOneArg(self->tags_id, labels);
         if (tid == NULL)
             goto done;
         if (PyList_GET_SIZE(self->pending) != 0) {
@@ -2101,6 +2153,8 @@ Folder_traverse(FolderObject *self, visitproc visit, void *arg)
     Py_VISIT(self->hist_type);
     Py_VISIT(self->hist_edges);
     Py_VISIT(self->hist_bucket_of);
+    Py_VISIT(self->tag_ids);
+    Py_VISIT(self->fast_labels);
     Py_VISIT(self->encode_acquire);
     Py_VISIT(self->encode_release);
     Py_VISIT(self->escaped);
@@ -2126,6 +2180,8 @@ Folder_clear(FolderObject *self)
     Py_CLEAR(self->hist_type);
     Py_CLEAR(self->hist_edges);
     Py_CLEAR(self->hist_bucket_of);
+    Py_CLEAR(self->tag_ids);
+    Py_CLEAR(self->fast_labels);
     Py_CLEAR(self->encode_acquire);
     Py_CLEAR(self->encode_release);
     Py_CLEAR(self->escaped);
@@ -2149,20 +2205,22 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
                              "pending", "holder_name", "redacted", "redacted_name", "tags_id",
                              "request_name", "encode_acquire", "encode_release", "escaped",
                              "quoted", "errors", "max_holders",
-                             "wait_min", "horizon", "calm", "cover_kept", "recent_scan", NULL};
+                             "wait_min", "horizon", "calm", "cover_kept", "recent_scan",
+                             "tag_ids", "fast_labels", NULL};
     PyObject *pools, *holder, *attribution, *blame, *site_ids, *pending, *holder_name,
         *redacted, *redacted_name, *tags_id, *request_name, *encode_acquire, *encode_release,
         *escaped, *quoted, *errors;
     Py_ssize_t max_holders;
     double wait_min, horizon, calm;
     Py_ssize_t cover_kept, recent_scan;
+    PyObject *tag_ids = NULL, *fast_labels = NULL;
     if (!PyArg_ParseTupleAndKeywords(
-            args, kwds, "O!O!OO!O!O!OO!OOOOOO!OOndddnn", kwlist, &PyDict_Type, &pools,
+            args, kwds, "O!O!OO!O!O!OO!OOOOOO!OOndddnn|O!O!", kwlist, &PyDict_Type, &pools,
             &PyType_Type, &holder, &attribution, &PyDict_Type, &blame, &PyDict_Type,
             &site_ids, &PyList_Type, &pending, &holder_name, &PyDict_Type, &redacted,
             &redacted_name, &tags_id, &request_name, &encode_acquire, &encode_release,
             &PyDict_Type, &escaped, &quoted, &errors, &max_holders, &wait_min, &horizon, &calm,
-            &cover_kept, &recent_scan))
+            &cover_kept, &recent_scan, &PyDict_Type, &tag_ids, &PyTuple_Type, &fast_labels))
         return -1;
     if (cover_kept < 1 || recent_scan < 1) {
         PyErr_SetString(PyExc_ValueError, "cover_kept and recent_scan must be positive");
@@ -2222,6 +2280,8 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
     self->calm = calm;
     self->cover_kept = cover_kept;
     self->recent_scan = recent_scan;
+    self->tag_ids = tag_ids != NULL ? new_ref(tag_ids) : NULL;
+    self->fast_labels = fast_labels != NULL ? new_ref(fast_labels) : NULL;
     /* Histogram.add_trusted's constants; without them (a changed module) the method. */
     PyObject *hm = PyImport_ImportModule("poolscope.histogram");
     if (hm != NULL) {
@@ -2440,6 +2500,8 @@ PyInit__accel(void)
     NAME(s_charge, "charge");
     NAME(s_empty, "");
     NAME(s_buckets, "buckets");
+    NAME(s__route, "_route");
+    NAME(s_parent, "parent");
     NAME(s_count, "count");
     NAME(s_sum, "sum");
     NAME(s_min, "min");

@@ -76,6 +76,24 @@ def make_hot(recorder: Any, pool_name: str, depth: int) -> Any:
     )
 
 
+def _fast_labels() -> tuple[type, ...]:
+    """The web middleware's label classes whose route the C fold may read itself
+    (``_route``, once found) instead of calling ``tags_id`` and ``request_name``: those
+    that keep RequestLabels' ``items``, ``own``, ``route`` and ``request_name``."""
+    from .asgi import AsgiRequestLabels
+    from .wsgi import WsgiRequestLabels
+
+    base = tags.RequestLabels
+    return tuple(
+        cls
+        for cls in (AsgiRequestLabels, WsgiRequestLabels)
+        if cls.items is tags.Labels.items
+        and cls.own is base.own
+        and cls.route is base.route
+        and cls.request_name is base.request_name
+    )
+
+
 def make_folder(model: Any, interner: Any) -> Any:
     """The C fold of the usual acquire and release records into ``model`` (a
     :class:`~poolscope.fold.PoolState`), or None when it is not in use."""
@@ -108,6 +126,8 @@ def make_folder(model: Any, interner: Any) -> Any:
             calm=attribution.CALM,
             cover_kept=attribution.COVER_KEPT,
             recent_scan=attribution.MAX_RECENT_SCAN,
+            tag_ids=interner.tag_ids,
+            fast_labels=_fast_labels(),
         )
     except Exception as exc:  # a model this build does not know: the Python fold
         errors.report("accelerator", exc)
