@@ -88,6 +88,14 @@ class _Stats:  # a route's stats whose hold histogram fails (on_release's last s
         add_trusted = staticmethod(boom)
 
 
+class _Poisoned(_Stats):  # a real Histogram, one field of the wrong type
+    def __init__(self):
+        from poolscope.histogram import Histogram
+
+        self.hold = Histogram()
+        self.hold.count = "many"  # C leaves it to the method, which raises
+
+
 folded = 0
 for seed in range(12):
     d = Drain(PoolState(bulk=True))
@@ -113,6 +121,8 @@ for seed in range(12):
             a._route = boom
         elif mode == "attribution-route-hold":
             a._route = lambda pool, tags: _Stats()
+        elif mode == "attribution-route-hold-poisoned":  # C's add, then Python's
+            a._route = lambda pool, tags: _Poisoned()
         else:
             a.on_release = boom
     rnd = random.Random(seed)
@@ -147,6 +157,7 @@ MODES = [
     "attribution-charge",
     "attribution-route",
     "attribution-route-hold",
+    "attribution-route-hold-poisoned",
     "report-raises",
 ]
 
