@@ -169,3 +169,31 @@ def test_an_ended_hold_lets_go_of_its_task_reference(c: bool) -> None:
     assert all(h.ref is None and h.raw_site is None for h in ended)
     (still,) = d.model.pools["a"].holders.values()
     assert still.ref() is task and still.raw_site == (1, 2)  # an open hold keeps both
+
+
+@pytest.mark.parametrize("c", [True, False], ids=["C", "Python"])
+def test_a_task_renamed_between_acquires_is_named_anew(
+    monkeypatch: pytest.MonkeyPatch, c: bool
+) -> None:
+    # The C hot path reuses the latest pair for the same task under the same name.
+    h = _handle(monkeypatch, c)
+
+    async def request() -> None:
+        me = asyncio.current_task()
+        assert me is not None
+        loop = asyncio.get_running_loop()
+        for name in ("GET /a", "GET /a", "GET /b/{id}", "GET /a"):
+            me.set_name(name)
+            h.acquired_here("c", 0.0, None, loop, 0)
+            h.released("c")
+
+    async def main() -> None:
+        await asyncio.get_running_loop().create_task(request())
+        await asyncio.get_running_loop().create_task(request())
+
+    asyncio.run(main())
+    pairs = [r[6] for r in h.recorder.buffer if r[0] == "acquire"]
+    assert [name for name, _ in pairs] == ["GET /a", "GET /a", "GET /b/{id}", "GET /a"] * 2
+    assert all(ref() is None for _, ref in pairs)  # both tasks gone
+    # The two tasks' pairs are not shared: each names its own (dead) task.
+    assert pairs[0][1] is not pairs[4][1]

@@ -58,6 +58,8 @@ typedef struct {
     PyObject *tasks_by_loop; /* asyncio.tasks._current_tasks, or None */
     PyObject *task_type;     /* asyncio.Task: named here (held_by's usual case) */
     PyObject *held_by;       /* naming.held_by: every other holder */
+    PyObject *get_name;      /* asyncio.Task.get_name, called unbound */
+    PyObject *last_pair;     /* the latest (name, weak reference) made, or NULL */
 } HotObject;
 
 /* Hand the pending exception to errors.report (looked up on the module now, as the
@@ -227,7 +229,17 @@ held_by(HotObject *self, PyObject *holder)
         return holder;
     if (Py_IS_TYPE(holder, (PyTypeObject *)self->task_type)) {
         /* holder_name's (str(task.get_name()), weakref.ref(task)), for an exact str. */
-        PyObject *name = PyObject_CallMethodNoArgs(holder, str_get_name);
+        PyObject *name = PyObject_Vectorcall(self->get_name, &holder, 1, NULL);
+        PyObject *last = self->last_pair;
+        if (name != NULL && last != NULL && PyTuple_GET_ITEM(last, 0) == name &&
+            PyWeakref_GET_OBJECT(PyTuple_GET_ITEM(last, 1)) == holder) {
+            /* The same task under the same name as the latest acquire (a task that
+             * acquires in a loop): the same pair. A task gone has a dead reference, a
+             * renamed one another name: neither matches. */
+            Py_DECREF(name);
+            Py_DECREF(holder);
+            return new_ref(last);
+        }
         if (name != NULL && PyUnicode_CheckExact(name)) {
             PyObject *ref = PyWeakref_NewRef(holder, NULL);
             /* A weak reference without a callback is in no cycle (it does not own its
@@ -241,6 +253,7 @@ held_by(HotObject *self, PyObject *holder)
                 PyTuple_SET_ITEM(pair, 1, ref);
                 PyObject_GC_UnTrack(pair); /* a str and a weak reference: no cycle */
                 Py_DECREF(holder);
+                Py_XSETREF(self->last_pair, new_ref(pair));
                 return pair;
             }
             Py_XDECREF(ref);
@@ -482,6 +495,8 @@ Hot_traverse(HotObject *self, visitproc visit, void *arg)
     Py_VISIT(self->tasks_by_loop);
     Py_VISIT(self->task_type);
     Py_VISIT(self->held_by);
+    Py_VISIT(self->get_name);
+    Py_VISIT(self->last_pair);
     return 0;
 }
 
@@ -502,6 +517,8 @@ Hot_clear(HotObject *self)
     Py_CLEAR(self->tasks_by_loop);
     Py_CLEAR(self->task_type);
     Py_CLEAR(self->held_by);
+    Py_CLEAR(self->get_name);
+    Py_CLEAR(self->last_pair);
     return 0;
 }
 
@@ -560,6 +577,9 @@ Hot_init(HotObject *self, PyObject *args, PyObject *kwds)
     KEEP(task_type);
     KEEP(held_by);
 #undef KEEP
+    self->get_name = PyObject_GetAttr(task_type, str_get_name);
+    if (self->get_name == NULL)
+        return -1;
     return 0;
 }
 
