@@ -197,3 +197,33 @@ def test_a_task_renamed_between_acquires_is_named_anew(
     assert all(ref() is None for _, ref in pairs)  # both tasks gone
     # The two tasks' pairs are not shared: each names its own (dead) task.
     assert pairs[0][1] is not pairs[4][1]
+
+
+def test_what_wait_attribution_keeps_is_out_of_the_collectors_sight() -> None:
+    # Ended holds (20,000) and recent acquires (4,096) kept per pool with waits: each
+    # entry tracked would be traversed, then promoted to the oldest generation, where
+    # it counts towards the next full collection of the application's whole heap.
+    import gc
+
+    from poolscope.fold import PoolState
+    from poolscope.instrument.drain import Drain
+
+    if not accel.FOLD:
+        pytest.skip(f"C fold: {accel.REASON}")
+    d = Drain(PoolState(bulk=True))
+    d.run([{"type": "pool", "t": 1.0, "pool": "a"}], [], 0.0, False, False)
+    task = _Task()
+    items: list[Any] = []
+    for i in range(50):
+        items.append(
+            ("acquire", 10.0 + i, "a", f"c{i % 3}", 0.01, (1, 2), naming.held_by(task), None)
+        )
+        items.append(("release", 10.5 + i, "a", f"c{i % 3}", None))
+    d.run(items, [], 0.0, False, False)
+    pb = d.model.attribution._pools["a"]
+    assert len(pb.acquired) == 50 and len(pb.recent) == 50
+    # The pool's first wait goes through the Python attribution (its entry is Python's
+    # own tuple); every later one is the C fold's, untracked.
+    assert [gc.is_tracked(e) for e in pb.acquired][1:] == [False] * 49
+    assert not any(gc.is_tracked(e) for e in pb.recent)
+    assert not any(gc.is_tracked(h) for _, h in list(pb.acquired)[1:])

@@ -924,6 +924,10 @@ count_acquire(FolderObject *self, PyObject *pb, PyObject *t, double td, PyObject
     if (acquired == NULL)
         return -1;
     PyObject *entry = PyTuple_Pack(2, t, h);
+    /* Kept for 4,096 acquires: untracked, or each one would be traversed and promoted
+     * to the oldest generation (the holder in it does not refer back to it). */
+    if (entry != NULL)
+        PyObject_GC_UnTrack(entry);
     PyObject *r = entry != NULL ? PyObject_CallMethodOneArg(acquired, s_append, entry) : NULL;
     Py_XDECREF(entry);
     Py_DECREF(acquired);
