@@ -227,3 +227,27 @@ def test_what_wait_attribution_keeps_is_out_of_the_collectors_sight() -> None:
     assert [gc.is_tracked(e) for e in pb.acquired][1:] == [False] * 49
     assert not any(gc.is_tracked(e) for e in pb.recent)
     assert not any(gc.is_tracked(h) for _, h in list(pb.acquired)[1:])
+
+
+@pytest.mark.parametrize("c", [True, False], ids=["C", "Python"])
+def test_a_task_class_with_its_own_get_name_is_asked(
+    monkeypatch: pytest.MonkeyPatch, c: bool
+) -> None:
+    # The C path names a Task subclass itself only while it keeps Task.get_name.
+    h = _handle(monkeypatch, c)
+
+    class Named(asyncio.Task):  # type: ignore[type-arg]
+        def get_name(self) -> str:
+            return "from the override"
+
+    async def request() -> None:
+        h.acquired_here("c", 0.0, None, asyncio.get_running_loop(), 0)
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda lp, coro: Named(coro, loop=lp))
+        await loop.create_task(request())
+
+    asyncio.run(main())
+    (record,) = [r for r in h.recorder.buffer if r[0] == "acquire"]
+    assert record[6][0] == "from the override"

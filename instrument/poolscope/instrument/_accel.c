@@ -227,7 +227,11 @@ held_by(HotObject *self, PyObject *holder)
     if (holder == NULL || holder == Py_None || PyLong_CheckExact(holder) ||
         PyTuple_CheckExact(holder))
         return holder;
-    if (Py_IS_TYPE(holder, (PyTypeObject *)self->task_type)) {
+    /* asyncio.Task, or a subclass that keeps its get_name (a framework's own task
+     * class): named here; anything else by the Python function. */
+    if (Py_IS_TYPE(holder, (PyTypeObject *)self->task_type) ||
+        (PyObject_TypeCheck(holder, (PyTypeObject *)self->task_type) &&
+         _PyType_Lookup(Py_TYPE(holder), str_get_name) == self->get_name)) {
         /* holder_name's (str(task.get_name()), weakref.ref(task)), for an exact str. */
         PyObject *name = PyObject_Vectorcall(self->get_name, &holder, 1, NULL);
         PyObject *last = self->last_pair;
