@@ -390,8 +390,15 @@ async def test_outage_down_within_two_intervals_and_back(
             f"{healthy[0] - t_start:.2f}s after start (H={H})"
         )
         seq = [s for _, s in states(events, name)]
-        assert seq[:3] == ["suspect", "down", "healthy"], seq
-        assert "down" not in seq[3:], "\n".join(
+        # A fast shutdown ends the server's backends one by one: while it does, a probe
+        # may still be answered (the reference pool probes again at once on a failure),
+        # so suspect may flap to healthy and back before down - each state true when
+        # it was sent. Down then follows within the bound checked above.
+        first_down = seq.index("down")
+        before = seq[:first_down]
+        assert before[0] == before[-1] == "suspect" and set(before) <= {"suspect", "healthy"}, seq
+        assert seq[first_down + 1] == "healthy", seq
+        assert "down" not in seq[first_down + 1 :], "\n".join(
             str(x)
             for x in [
                 (
