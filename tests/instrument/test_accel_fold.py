@@ -254,3 +254,45 @@ def test_ten_thousand_pairs_end_in_the_counters_and_histograms() -> None:
     d.run(items, [], OFFSET, False, False)
     p = d.model.pools["a"]
     assert p.acquires == p.releases == 10_000 and p.hold.count == 10_000
+
+
+def test_the_c_fold_does_a_finished_requests_labels_and_route_hold_itself(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # Not vacuous either: once a request's label set is known, C reads its route and
+    # adds to the route's hold histogram without calling Python for them (the
+    # differential test shows the results equal; this, that C took them).
+    assert accel._fast_labels() == (AsgiRequestLabels, WsgiRequestLabels)
+    d = Drain(PoolState(bulk=True))
+    d.run([{"type": "pool", "t": 1.0, "pool": "a"}], [], OFFSET, False, False)
+    d.interner.site_ids[(1, 2)] = 1
+
+    def request(i: int) -> AsgiRequestLabels:
+        labels = AsgiRequestLabels({"path": f"/orders/{i}", "route": _Route()}, "GET", None)
+        labels.finish()
+        return labels
+
+    def pairs(start: int) -> list[Any]:
+        items: list[Any] = []
+        for i in range(start, start + 50):  # every acquire waited: the route counts
+            holder = (f"Task-{i}", None)
+            items.append(("acquire", 10.0 + i, "a", "c1", 0.01, (1, 2), holder, request(i)))
+            items.append(("release", 10.5 + i, "a", "c1", None))
+        return items
+
+    d.run(pairs(0), [], OFFSET, False, False)  # the label set's first sight: Python
+    calls: list[str] = []
+    real_tags_id = d.interner.tags_id
+    monkeypatch.setattr(
+        d.interner, "tags_id", lambda labels: calls.append("tags_id") or real_tags_id(labels)
+    )
+    real_add = Histogram.add_trusted
+    monkeypatch.setattr(
+        Histogram, "add_trusted", lambda h, v: calls.append("add_trusted") or real_add(h, v)
+    )
+    d._fast = None  # the C fold made again, with the patched interner
+    (route,) = d.model.attribution.routes.values()
+    before = route.hold.count
+    d.run(pairs(50), [], OFFSET, False, False)
+    assert route.hold.count == before + 50 and route.acquires == 100
+    assert calls == []

@@ -86,7 +86,8 @@ def test_held_by_keeps_threads_and_none_and_never_raises(monkeypatch: pytest.Mon
 
 @pytest.mark.parametrize("c", [True, False], ids=["C", "Python"])
 def test_a_task_subclass_is_named_too(monkeypatch: pytest.MonkeyPatch, c: bool) -> None:
-    # Not the exact asyncio.Task the C path names itself: the Python held_by names it.
+    # Not the exact asyncio.Task: the C path names a subclass that keeps Task.get_name
+    # itself (one with its own get_name: test_a_task_class_with_its_own_get_name_is_asked).
     h = _handle(monkeypatch, c)
 
     class MyTask(asyncio.Task):  # type: ignore[type-arg]

@@ -216,7 +216,6 @@ new_ref(PyObject *o)
     return o;
 }
 
-/* acquired(conn, wait, site, holder): an acquire whose site and holder the adapter took. */
 /* naming.held_by: what the record keeps of its holder (the reference stolen; NULL on
  * error): an asyncio.Task as its (name, weak reference) pair, named now - a record
  * holding the task itself kept a finished request's task alive for a drain tick, and
@@ -270,6 +269,7 @@ held_by(HotObject *self, PyObject *holder)
     return out;
 }
 
+/* acquired(conn, wait, site, holder): an acquire whose site and holder the adapter took. */
 static PyObject *
 Hot_acquired(HotObject *self, PyObject *const *args, Py_ssize_t nargs, PyObject *kwnames)
 {
@@ -1438,8 +1438,8 @@ hist_add_trusted(FolderObject *self, PyObject *hist, PyObject *value)
         goto done;
     }
     PyObject *edges = self->hist_edges;
-    Py_ssize_t ne = PyList_GET_SIZE(edges);
-    double top = ne ? PyFloat_AS_DOUBLE(PyList_GET_ITEM(edges, ne - 1)) : 0.0;
+    Py_ssize_t ne = PyList_GET_SIZE(edges); /* > 0: checked at init */
+    double top = PyFloat_AS_DOUBLE(PyList_GET_ITEM(edges, ne - 1));
     if (self->hist_min < v && v <= top) {
         Py_ssize_t lo = 0, hi = ne;
         while (lo < hi) { /* bisect_left */
@@ -2318,23 +2318,19 @@ Folder_init(FolderObject *self, PyObject *args, PyObject *kwds)
         self->hist_bucket_of = PyObject_GetAttrString(hm, "bucket_of");
         PyObject *lowest = PyObject_GetAttrString(hm, "_LOWEST");
         PyObject *minv = PyObject_GetAttrString(hm, "MIN_VALUE");
-        PyObject *top = PyObject_GetAttrString(hm, "_TOP");
+        /* _TOP is _EDGES[-1]: hist_add_trusted reads it there. */
         int ok = self->hist_type && self->hist_edges && self->hist_bucket_of && lowest &&
-                 minv && top && PyList_CheckExact(self->hist_edges) &&
-                 PyLong_CheckExact(lowest) && PyFloat_CheckExact(minv) && PyFloat_CheckExact(top);
+                 minv && PyList_CheckExact(self->hist_edges) &&
+                 PyList_GET_SIZE(self->hist_edges) > 0 && PyLong_CheckExact(lowest) &&
+                 PyFloat_CheckExact(minv);
         for (Py_ssize_t i = 0; ok && i < PyList_GET_SIZE(self->hist_edges); i++)
             ok = PyFloat_CheckExact(PyList_GET_ITEM(self->hist_edges, i));
-        Py_ssize_t ne = ok ? PyList_GET_SIZE(self->hist_edges) : 0;
-        ok = ok && ne > 0 &&
-             PyFloat_AS_DOUBLE(PyList_GET_ITEM(self->hist_edges, ne - 1)) ==
-                 PyFloat_AS_DOUBLE(top);
         if (ok) {
             self->hist_lowest = PyLong_AsLong(lowest);
             self->hist_min = PyFloat_AS_DOUBLE(minv);
         }
         Py_XDECREF(lowest);
         Py_XDECREF(minv);
-        Py_XDECREF(top);
         Py_DECREF(hm);
         if (!ok || PyErr_Occurred()) {
             PyErr_Clear();
