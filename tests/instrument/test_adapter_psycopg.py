@@ -117,8 +117,21 @@ def test_terminated_backends_heartbeat_lost_recovery(fresh_runtime: Runtime, pg_
         pool.wait(5)
         n_state = len(of(events, "state"))
         wait_sync(lambda: len(of(events, "state")) > n_state + 1)
-        p, s = fresh_runtime.model.pools["pg-hb"], pool.get_stats()
-        assert (p.size, p.idle) == (s["pool_size"], s["pool_available"])
+        # The heartbeat's check() takes the idle connections out to probe them, so a
+        # single read of get_stats() can land mid-probe (seen: model idle 2, pool 0).
+        # The claim is that the model agrees with the pool between probes.
+        p = fresh_runtime.model.pools["pg-hb"]
+
+        def agree() -> bool:
+            s = pool.get_stats()
+            seen.append(((p.size, p.idle), (s["pool_size"], s["pool_available"])))
+            return seen[-1][0] == seen[-1][1]
+
+        seen: list[tuple[tuple[int, int], tuple[int, int]]] = []
+        try:
+            wait_sync(agree, timeout=3 * beat + 2.0)
+        except AssertionError:
+            raise AssertionError(f"model (size, idle) vs get_stats(), last: {seen[-3:]}") from None
     finally:
         pool.close()
 

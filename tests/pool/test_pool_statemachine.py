@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import os
 import selectors
+import sys
 from typing import Any
 
 import pytest
@@ -21,6 +22,9 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, precondition, rule
 
 from poolscope.pool import Pool, PoolClosed, PoolTimeout
+from poolscope.pool import records as _records
+
+_REAL_CLOCK = _records._clock
 
 pytestmark = pytest.mark.fast  # no PostgreSQL, servers or subprocesses
 
@@ -105,12 +109,33 @@ class Acq:
         self.outcome = "pending"
 
 
+def _pool_modules() -> list[Any]:
+    """The pool's modules that read its clock (each imported ``_clock`` by name)."""
+    return [
+        m
+        for name, m in sorted(sys.modules.items())
+        if name.startswith("poolscope.pool") and getattr(m, "_clock", None) is _REAL_CLOCK
+    ]
+
+
 class PoolMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
         self.loop = VirtualClockLoop()
         self.acqs: list[Acq] = []
         self.held: list[Acq] = []
+        # The pool measures deadlines on its own clock and arms timers on the loop's.
+        # Left on the real clock, whether a waiter's deadline has passed when it is
+        # handed a slot depended on how fast the machine ran the steps (a flaky
+        # example). Here the pool's clock is the virtual one plus ``lag``, which a rule
+        # advances without firing timers: a loop late to fire them, explored on purpose.
+        self.lag = 0.0
+        self._patched = _pool_modules()
+        for m in self._patched:
+            m._clock = self.clock
+
+    def clock(self) -> float:
+        return self.loop.now + self.lag
 
     def run(self, coro: Any) -> Any:
         return self.loop.run_until_complete(coro)
@@ -234,6 +259,10 @@ class PoolMachine(RuleBasedStateMachine):
         self.run(asyncio.sleep(0.3))  # virtual: every pending acquire times out
         self.run(self.settle())
 
+    @rule(dt=st.sampled_from([0.01, 0.06, 0.3]))
+    def loop_fires_timers_late(self, dt: float) -> None:
+        self.lag += dt  # the pool's clock moves on; the loop's timers have not fired yet
+
     @rule(i=st.integers(0, 100))
     def kill_idle_connection(self, i: int) -> None:
         held = {id(a.conn) for a in self.held}
@@ -287,6 +316,13 @@ class PoolMachine(RuleBasedStateMachine):
             assert not served_later, f"{served_later} served while {first_pending} waits"
 
     def teardown(self) -> None:
+        try:
+            self._finish()
+        finally:
+            for m in self._patched:
+                m._clock = _REAL_CLOCK
+
+    def _finish(self) -> None:
         if not hasattr(self, "pool"):
             self.loop.close()
             return
