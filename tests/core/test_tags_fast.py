@@ -11,6 +11,8 @@ import time
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import poolscope.instrument as ps
 from poolscope.attribution import Attribution
@@ -92,6 +94,39 @@ def test_tag_is_bounded_and_never_raises() -> None:
 )
 def test_fallback_route_is_bounded(method: str, path: str, expected: str) -> None:
     assert tags.fallback_route(method, path) == expected
+
+
+def _fallback_route_as_written_first(method: str, path: str) -> str:
+    """The uncached fallback_route (before session 8 kept its answers): the reference."""
+    method = (method or "?")[:16]
+    parts = (path or "/").split("?", 1)[0].lstrip("/").split("/", 1)
+    head = parts[0]
+    if not head:
+        return f"{method} /"
+    if len(head) > tags.MAX_SEGMENT or sum(c.isdigit() for c in head) >= 3:
+        head = "{id}"
+    rest = "/…" if len(parts) > 1 and parts[1] else ""
+    return f"{method} /{head}{rest}"
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    method=st.sampled_from(["GET", "POST", "", "X" * 20, "get"]),
+    path=st.text(alphabet="/?a1-é%x", max_size=40) | st.sampled_from(["", "/", "//", "/a/"]),
+)
+def test_kept_fallback_routes_are_the_ones_computed(method: str, path: str) -> None:
+    # Asked twice: the first answer may be computed, the second comes from the cache.
+    expected = _fallback_route_as_written_first(method, path)
+    assert tags.fallback_route(method, path) == expected
+    assert tags.fallback_route(method, path) == expected
+
+
+def test_fallback_routes_kept_are_bounded() -> None:
+    for i in range(tags.MAX_FALLBACKS + 5):
+        tags.fallback_route("GET", f"/seg{i}x/y")
+    assert 0 < len(tags._fallbacks) <= tags.MAX_FALLBACKS
+    tags.fallback_route("GET", "/" + "a" * (tags.MAX_SEGMENT + 1))
+    assert ("GET", "a" * (tags.MAX_SEGMENT + 1), False) not in tags._fallbacks
 
 
 def test_template_route_is_cached_and_bounded() -> None:

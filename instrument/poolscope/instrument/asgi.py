@@ -38,7 +38,15 @@ class AsgiRequestLabels(RequestLabels):
     __slots__ = ("method", "root_path", "scope")
 
     def __init__(self, scope: Scope, method: str, holder: Any) -> None:
-        super().__init__(fallback_route(method, str(scope.get("path") or "/")), holder)
+        # RequestLabels.__init__ (and Labels') written out: this runs on every request,
+        # and each Python call in the chain cost more than the assignments.
+        fallback = fallback_route(method, str(scope.get("path") or "/"))
+        self.pairs = ()
+        self.parent = None
+        self.fallback = self.holder_name = fallback
+        self.holder = holder
+        self._route = None
+        self._done = False
         self.scope = scope
         self.method = method
         self.root_path = str(scope.get("root_path") or "")
@@ -74,10 +82,22 @@ def _route_by_endpoint(scope: Scope) -> Any:
     return None
 
 
+#: asyncio's table of each running loop's current task (C, where asyncio was built
+#: with its accelerator): ``current_task()`` without its Python frame.
+_current_tasks: Any = getattr(asyncio.tasks, "_current_tasks", None)
+_get_running_loop = asyncio.get_running_loop
+
+
 def _current_task() -> Any:
     """The asyncio task serving the request; None under another event loop (trio):
     the labels still apply, only no task is renamed."""
     try:
+        if _current_tasks is not None:
+            task = _current_tasks.get(_get_running_loop())
+            if task is not None:
+                return task
+        # No table, or one this Python no longer keeps up to date (it moved into C
+        # state in later versions): the public way.
         return asyncio.current_task()
     except RuntimeError:
         return None
@@ -98,8 +118,10 @@ class PoolscopeMiddleware:
         token = None
         try:
             method = str(scope.get("method") or "WS") if kind == "http" else "WS"
-            labels = AsgiRequestLabels(scope, method, _current_task())
-            labels.start()
+            task = _current_task()
+            labels = AsgiRequestLabels(scope, method, task)
+            if task is not None:  # labels.start() written out: named before routing
+                task.set_name(labels.fallback)
             token = current.set(labels)
         except Exception as exc:
             errors.report("asgi middleware", exc)
@@ -111,8 +133,11 @@ class PoolscopeMiddleware:
 
         async def send_routed(message: Message) -> None:
             # The response starts after routing: the route is known by now (and the
-            # framework may forget it when the request ends).
-            if message.get("type") in ("http.response.start", "websocket.accept"):
+            # framework may forget it when the request ends). Once found, it is kept.
+            if found._route is None and message.get("type") in (
+                "http.response.start",
+                "websocket.accept",
+            ):
                 found.route()
             await send(message)
 

@@ -168,16 +168,36 @@ _CONVERTER = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")  # Flask/Werkzeug/Django: <i
 def fallback_route(method: str, path: str) -> str:
     """``METHOD /first-segment/…``: what is shown when no route template is known.
     Bounded: one segment, cut, and one that looks like an id is ``{id}``, so the
-    number of distinct values stays small whatever paths the clients send."""
+    number of distinct values stays small whatever paths the clients send.
+
+    Every web request asks (the middleware names its task before routing), so the
+    answer is kept per (method, first segment, more below it): a handful of keys in
+    an application, and at most MAX_FALLBACKS whatever the clients send."""
+    head, _, rest = (path or "/").split("?", 1)[0].lstrip("/").partition("/")
+    if len(head) > MAX_SEGMENT or len(method) > 16:
+        return _fallback_route(method, head, bool(rest))  # not kept: "{id}" or a cut method
+    key = (method, head, bool(rest))
+    out = _fallbacks.get(key)
+    if out is None:
+        out = _fallback_route(method, head, bool(rest))
+        if len(_fallbacks) >= MAX_FALLBACKS:
+            _fallbacks.clear()
+        _fallbacks[key] = out
+    return out
+
+
+#: (method, first segment, more below it) -> fallback route.
+_fallbacks: dict[tuple[str, str, bool], str] = {}
+MAX_FALLBACKS = 1024
+
+
+def _fallback_route(method: str, head: str, more: bool) -> str:
     method = (method or "?")[:16]
-    parts = (path or "/").split("?", 1)[0].lstrip("/").split("/", 1)
-    head = parts[0]
     if not head:
         return f"{method} /"
     if len(head) > MAX_SEGMENT or sum(c.isdigit() for c in head) >= 3:
         head = "{id}"
-    rest = "/…" if len(parts) > 1 and parts[1] else ""
-    return f"{method} /{head}{rest}"
+    return f"{method} /{head}{'/…' if more else ''}"
 
 
 #: (method, template) -> route: a handful of routes, asked for on every request.
