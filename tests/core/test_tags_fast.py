@@ -433,6 +433,51 @@ def test_pgview_join_flags_and_budget() -> None:
     assert calm.flags == [] and calm.max_connections == 0
 
 
+def test_asgi_labels_set_every_slot_request_labels_would() -> None:
+    # AsgiRequestLabels.__init__ writes RequestLabels.__init__ out (one call fewer per
+    # request): a slot added there and not here fails this.
+    from poolscope.instrument.asgi import AsgiRequestLabels
+
+    holder = object()
+    asgi = AsgiRequestLabels({"path": "/users/12345/x"}, "GET", holder)
+    ref = tags.RequestLabels.__new__(AsgiRequestLabels)
+    tags.RequestLabels.__init__(ref, tags.fallback_route("GET", "/users/12345/x"), holder)
+    slots = [n for c in (tags.Labels, tags.RequestLabels) for n in c.__slots__]
+    assert slots and {n: getattr(asgi, n) for n in slots} == {n: getattr(ref, n) for n in slots}
+
+
+def test_asgi_task_that_refuses_its_name_still_has_its_labels() -> None:
+    from poolscope.instrument import errors
+    from poolscope.instrument.asgi import PoolscopeMiddleware
+
+    class Stubborn(asyncio.Task):  # type: ignore[type-arg]
+        def set_name(self, value: object) -> None:
+            raise RuntimeError("no renaming here")
+
+    got: list[Any] = []
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        labels = tags.current.get()
+        got.append(dict(labels.items()) if labels is not None else None)
+
+    async def receive() -> Any:
+        return {}
+
+    async def send(message: Any) -> None:
+        return None
+
+    async def main() -> None:
+        loop = asyncio.get_running_loop()
+        loop.set_task_factory(lambda lp, coro: Stubborn(coro, loop=lp))
+        mw = PoolscopeMiddleware(app)
+        await loop.create_task(mw({"type": "http", "method": "GET", "path": "/a/b"}, receive, send))
+
+    before = errors.count()
+    asyncio.run(main())
+    assert got == [{"route": "GET /a/…"}]
+    assert errors.count() > before  # reported, not raised into the application
+
+
 def test_asgi_route_template_under_a_starlette_mount() -> None:
     """Starlette's own router and Mount, called as an ASGI server would: the route is
     the template with the mount's prefix, found after routing."""

@@ -120,9 +120,11 @@ class PoolscopeMiddleware:
             method = str(scope.get("method") or "WS") if kind == "http" else "WS"
             task = _current_task()
             labels = AsgiRequestLabels(scope, method, task)
-            if task is not None:  # labels.start() written out: named before routing
-                task.set_name(labels.fallback)
             token = current.set(labels)
+            # labels.start() written out (named before routing), after the labels are
+            # in effect: a task that refuses its name still has its acquires labelled.
+            if task is not None:
+                task.set_name(labels.fallback)
         except Exception as exc:
             errors.report("asgi middleware", exc)
 
